@@ -1,0 +1,1 @@
+"""On-device language model: the Generator interface and its onnxruntime implementation."""

@@ -1,0 +1,1 @@
+"""Broker transports: the small interface the service talks to, and its paho adapter."""
