@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 SCHEMA_VERSION = 1
 """Version of every JSON message edge-agent publishes; bumped on breaking changes."""
@@ -46,6 +46,16 @@ class MetricFacts:
     last_ts: float
     unit: str | None = None
     area: str | None = None
+    slope_per_h: float | None = None
+    """Least-squares trend over the window in unit/hour; None under two readings."""
+    rate_per_min: float | None = None
+    """Last reading minus the one before it, per minute of time between them."""
+    changes: tuple[tuple[float, float], ...] = ()
+    """(ts, new value) transitions of a binary (0/1) metric inside the window, oldest first."""
+    stale: bool = False
+    """No reading for longer than the configured multiple of ``interval_s``."""
+    interval_s: float | None = None
+    """Usual time between readings (median of recent gaps); None until enough are seen."""
 
     @property
     def fact_id(self) -> str:
@@ -55,10 +65,63 @@ class MetricFacts:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, rounded for people (the window keeps full precision)."""
         data = asdict(self)
-        for key in ("last", "min", "max", "mean"):
-            data[key] = round(data[key], 3)
+        for key in ("last", "min", "max", "mean", "slope_per_h", "rate_per_min"):
+            if data[key] is not None:
+                data[key] = round(data[key], 3)
+        if self.interval_s is not None:
+            data["interval_s"] = round(self.interval_s, 1)
+        data["changes"] = [{"ts": ts, "value": value} for ts, value in self.changes]
         data["id"] = self.fact_id
         return data
+
+
+AnomalyKind = Literal["threshold", "zscore", "jump", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One detected anomaly, published on ``<base>/<node_id>/anomaly``.
+
+    ``threshold`` is the limit crossed (threshold: the bound; jump: the configured step;
+    stale: the allowed silence in seconds); ``z`` is set for z-score anomalies only.
+    """
+
+    kind: AnomalyKind
+    device: str
+    metric: str
+    value: float
+    ts: float
+    """When it was detected (the reading's time; for stale, the check's time)."""
+    message: str
+    unit: str | None = None
+    area: str | None = None
+    threshold: float | None = None
+    z: float | None = None
+    last_ts: float | None = None
+    """Time of the last reading, for stale anomalies."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Identity used to deduplicate: one active anomaly per (device, metric, kind)."""
+        return (self.device, self.metric, self.kind)
+
+    def to_payload(self) -> bytes:
+        """Encode as the versioned JSON document subscribers receive."""
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "event_type": self.kind,
+            "device": self.device,
+            "area": self.area,
+            "metric": self.metric,
+            "value": round(self.value, 3),
+            "unit": self.unit,
+            "threshold": None if self.threshold is None else round(self.threshold, 3),
+            "z": None if self.z is None else round(self.z, 2),
+            "ts": self.ts,
+            "last_ts": self.last_ts,
+            "message": self.message,
+        }
+        return json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +134,7 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """What we publish, retained, on ``<base>/<node_id>/summary``."""
+    """What we publish, retained, on ``<base>/<node_id>/summary`` (and per area)."""
 
     title: str
     text: str
@@ -84,6 +147,10 @@ class Summary:
     stop_reason: str
     area: str | None = None
     fallback: bool = False
+    fallback_reason: str = ""
+    """Why the model's text was replaced: ``grounding: ...``, ``deadline``, ``empty``."""
+    severity: Literal["info", "warning", "alert"] = "info"
+    prompt_version: str = ""
 
     def to_payload(self) -> bytes:
         """Encode as the versioned JSON document subscribers receive."""
@@ -92,13 +159,17 @@ class Summary:
             "title": self.title,
             "text": self.text,
             "area": self.area,
+            "severity": self.severity,
             "window": {"start": self.window.start, "end": self.window.end},
+            "fact_ids": [f.fact_id for f in self.facts],
             "facts": [f.to_dict() for f in self.facts],
             "model": self.model,
+            "prompt_version": self.prompt_version,
             "latency_s": round(self.latency_s, 3),
             "tokens": {"prompt": self.prompt_tokens, "new": self.new_tokens},
             "stop_reason": self.stop_reason,
             "fallback": self.fallback,
+            "fallback_reason": self.fallback_reason,
         }
         return json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
 
@@ -132,8 +203,115 @@ class DeadLetter:
 
 def is_finite_number(value: object) -> bool:
     """True for ints and floats that are not NaN/inf (bools are not numbers here)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True, slots=True)
+class AskRequest:
+    """A question on ``<base>/<node_id>/ask``.
+
+    MQTT 5 clients set ResponseTopic and CorrelationData; MQTT 3.1.1 clients and Home
+    Assistant automations send ``{"id": ..., "q": ..., "reply_to": ...}`` instead (or
+    the bare question as text), and get their ``id`` echoed.
+    """
+
+    question: str
+    reply_to: str
+    id: str | None = None
+    correlation_data: bytes | None = None
+    expires_at: float | None = None
+
+    @classmethod
+    def from_payload(
+        cls,
+        payload: bytes,
+        *,
+        default_reply_to: str,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+        expiry_s: float | None = None,
+        now: float,
+    ) -> AskRequest:
+        """Decode a request; raises ValueError with a reason a person can read."""
+        try:
+            text = payload.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ValueError("question is not valid UTF-8") from exc
+        ident: str | None = None
+        reply_to = response_topic or default_reply_to
+        if text.startswith("{"):
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"question JSON is invalid: {exc.msg}") from exc
+            if not isinstance(doc, dict) or not isinstance(doc.get("q"), str):
+                raise ValueError('expected {"q": "<question>", "id": ..., "reply_to": ...}')
+            text = doc["q"].strip()
+            ident = None if doc.get("id") is None else str(doc["id"])
+            if response_topic is None and isinstance(doc.get("reply_to"), str):
+                reply_to = doc["reply_to"]
+        if not text:
+            raise ValueError("the question is empty")
+        if "+" in reply_to or "#" in reply_to:
+            raise ValueError(f"reply_to {reply_to!r} contains a wildcard")
+        expires = None if expiry_s is None else now + expiry_s
+        return cls(text[:1000], reply_to, ident, correlation_data, expires)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The reply to an :class:`AskRequest`."""
+
+    request: AskRequest
+    text: str
+    facts: tuple[str, ...]
+    model: str
+    latency_s: float
+    fallback: bool = False
+    reason: str = ""
+
+    def to_payload(self) -> bytes:
+        """Encode; the request's ``id`` is echoed for 3.1.1 clients."""
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "id": self.request.id,
+            "q": self.request.question,
+            "answer": self.text,
+            "facts": list(self.facts),
+            "model": self.model,
+            "latency_s": round(self.latency_s, 3),
+            "fallback": self.fallback,
+            "reason": self.reason,
+        }
+        return json.dumps(doc, ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Health of one agent, retained on ``<base>/<node_id>/status``."""
+
+    version: str
+    model: str
+    uptime_s: float
+    events_per_s: float
+    queue_depth: int
+    outbox_size: int
+    decode_tok_s: float | None
+    last_error: str | None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def to_payload(self) -> bytes:
+        """Encode as the versioned JSON document subscribers receive."""
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "version": self.version,
+            "model": self.model,
+            "uptime_s": round(self.uptime_s, 1),
+            "events_per_s": round(self.events_per_s, 2),
+            "queue_depth": self.queue_depth,
+            "outbox_size": self.outbox_size,
+            "decode_tok_s": None if self.decode_tok_s is None else round(self.decode_tok_s, 2),
+            "last_error": self.last_error,
+            **self.counters,
+        }
+        return json.dumps(doc, ensure_ascii=False).encode()

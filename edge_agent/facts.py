@@ -2,65 +2,367 @@
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
+from operator import mul
+from statistics import median
 
 from edge_agent.domain import MetricFacts, SensorEvent
 
+_GAP_SAMPLES = 15
+"""Recent gaps kept per series for its usual interval; odd, so the median is a real gap."""
+
+_MIN_RESUM = 64
+"""Running sums are recomputed after this many evictions at the least (see _Series)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """Window statistics of one series, excluding the reading being checked."""
+
+    count: int
+    mean: float
+    std: float
+    """Sample standard deviation; 0 under two readings."""
+    previous: float | None
+    previous_ts: float | None
+    binary: bool
+    """Every reading so far was 0 or 1 with no unit (contact, occupancy, ON/OFF)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A series that stopped reporting: no reading for ``limit_s`` or longer."""
+
+    device: str
+    metric: str
+    unit: str | None
+    area: str | None
+    last_value: float
+    last_ts: float
+    interval_s: float
+    limit_s: float
+
+
+class _Series:
+    """Readings of one (device, metric), with running sums for O(1) mean and variance.
+
+    The sums are of ``value - ref`` so that large offsets (CO2 ~ 1000 ppm, epoch times)
+    do not eat the precision of the variance. Adding and subtracting floats drifts, so
+    the sums are rebuilt from the window once as many readings left as it holds: O(1)
+    amortised per reading.
+    """
+
+    __slots__ = (
+        "area",
+        "binary",
+        "changes",
+        "device",
+        "evicted",
+        "gaps",
+        "last_event",
+        "last_ts",
+        "last_value",
+        "metric",
+        "prev_ts",
+        "prev_value",
+        "ref",
+        "s1",
+        "s2",
+        "ts",
+        "unit",
+        "values",
+    )
+
+    def __init__(self, event: SensorEvent, max_changes: int) -> None:
+        self.device = event.device
+        self.metric = event.metric
+        self.unit = event.unit
+        self.area = event.area
+        self.ts: deque[float] = deque()
+        self.values: deque[float] = deque()
+        self.ref = event.value
+        self.s1 = 0.0
+        self.s2 = 0.0
+        self.evicted = 0
+        self.gaps: deque[float] = deque(maxlen=_GAP_SAMPLES)
+        self.changes: deque[tuple[float, float]] = deque(maxlen=max_changes)
+        self.binary = True
+        self.last_event: SensorEvent | None = None
+        self.last_value = event.value
+        self.last_ts = event.ts
+        self.prev_value: float | None = None
+        self.prev_ts: float | None = None
+
+    def add(self, event: SensorEvent, horizon_s: float, max_points: int) -> None:
+        value = event.value
+        ts = event.ts
+        if self.last_event is not None:
+            gap = ts - self.last_ts
+            if gap > 0:
+                self.gaps.append(gap)
+            else:
+                # Receive times can step back when the clock is adjusted; keep the window
+                # sorted (bisect relies on it) by filing the reading at the previous time.
+                ts = self.last_ts
+            if self.binary and value != self.last_value:
+                self.changes.append((ts, value))
+            self.prev_value = self.last_value
+            self.prev_ts = self.last_ts
+        if self.binary and ((value != 0.0 and value != 1.0) or event.unit is not None):
+            self.binary = False
+            self.changes.clear()
+        self.last_event = event
+        self.last_value = value
+        self.last_ts = ts
+        self.unit = event.unit
+        self.area = event.area
+        self.ts.append(ts)
+        self.values.append(value)
+        d = value - self.ref
+        self.s1 += d
+        self.s2 += d * d
+        if len(self.values) > max_points:
+            self._pop()
+        self.evict(ts - horizon_s)
+
+    def evict(self, start: float) -> None:
+        ts = self.ts
+        while ts and ts[0] < start:
+            self._pop()
+
+    def _pop(self) -> None:
+        self.ts.popleft()
+        d = self.values.popleft() - self.ref
+        self.s1 -= d
+        self.s2 -= d * d
+        self.evicted += 1
+        if self.evicted >= max(len(self.values), _MIN_RESUM):
+            self._resum()
+
+    def _resum(self) -> None:
+        self.evicted = 0
+        if self.values:
+            self.ref = self.values[-1]
+        ref = self.ref
+        self.s1 = sum(v - ref for v in self.values)
+        self.s2 = sum((v - ref) ** 2 for v in self.values)
+
+    def baseline(self, event: SensorEvent) -> Baseline:
+        n, s1, s2 = len(self.values), self.s1, self.s2
+        previous: float | None = self.last_value
+        previous_ts: float | None = self.last_ts
+        if self.last_event is event:  # already added: take it back out of the sums
+            d = event.value - self.ref
+            n, s1, s2 = n - 1, s1 - d, s2 - d * d
+            previous, previous_ts = self.prev_value, self.prev_ts
+        elif self.last_event is None:
+            previous = previous_ts = None
+        if n <= 0:
+            return Baseline(0, math.nan, 0.0, previous, previous_ts, self.binary)
+        mean_d = s1 / n
+        var = (s2 - s1 * mean_d) / (n - 1) if n > 1 else 0.0
+        std = math.sqrt(var) if var > 0 else 0.0
+        return Baseline(n, self.ref + mean_d, std, previous, previous_ts, self.binary)
+
+    def interval(self, min_gaps: int) -> float | None:
+        return median(self.gaps) if len(self.gaps) >= min_gaps else None
+
 
 class WindowStore:
-    """Keeps the last ``window_s`` seconds of readings for every (device, metric)."""
+    """Keeps readings per (device, metric) and computes facts over a rolling window.
 
-    def __init__(self, window_s: float, max_points_per_series: int = 10_000) -> None:
+    ``window_s`` is the window facts describe; ``baseline_s`` (at least ``window_s``) is
+    how long readings are kept for anomaly baselines. A series is remembered for
+    ``forget_after_s`` after its last reading so that a silent sensor is still reported
+    stale once its readings have left the window.
+    """
+
+    def __init__(
+        self,
+        window_s: float,
+        max_points_per_series: int = 10_000,
+        *,
+        baseline_s: float | None = None,
+        stale_factor: float = 3.0,
+        stale_min_s: float = 0.0,
+        stale_min_gaps: int = 3,
+        forget_after_s: float = 86_400.0,
+        max_changes: int = 20,
+    ) -> None:
         self._window_s = window_s
+        self._horizon_s = max(window_s, baseline_s or 0.0)
         self._max_points = max_points_per_series
-        self._series: dict[tuple[str, str], deque[SensorEvent]] = {}
+        self._stale_factor = stale_factor
+        self._stale_min_s = stale_min_s
+        self._stale_min_gaps = stale_min_gaps
+        self._forget_after_s = max(forget_after_s, self._horizon_s)
+        self._max_changes = max_changes
+        self._series: dict[tuple[str, str], _Series] = {}
 
     def add(self, event: SensorEvent) -> None:
-        """Append one reading; the deque's maxlen bounds memory for chatty sensors."""
+        """Append one reading; old ones leave by time and by ``max_points_per_series``."""
         key = (event.device, event.metric)
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = deque(maxlen=self._max_points)
-        series.append(event)
+            series = self._series[key] = _Series(event, self._max_changes)
+        series.add(event, self._horizon_s, self._max_points)
 
     def add_all(self, events: Iterable[SensorEvent]) -> None:
         """Append several readings."""
         for event in events:
             self.add(event)
 
-    def facts(self, now: float) -> tuple[MetricFacts, ...]:
+    def baseline(self, event: SensorEvent) -> Baseline | None:
+        """Statistics of the event's series without the event itself; None if unseen.
+
+        O(1). Works whether or not ``event`` was already added, so the anomaly check
+        may run before or after :meth:`add`.
+        """
+        series = self._series.get((event.device, event.metric))
+        return None if series is None else series.baseline(event)
+
+    def facts(self, now: float, window_s: float | None = None) -> tuple[MetricFacts, ...]:
         """Facts over ``[now - window_s, now]``, sorted by device then metric.
 
-        Readings older than the window are evicted here, so memory stays bounded by
-        time as well as by count.
+        ``window_s`` defaults to the store's window and is capped at the baseline. Series
+        without readings in the window are left out unless they are stale, in which case
+        they appear with ``count=0`` and their last reading as last/min/max/mean.
         """
-        start = now - self._window_s
+        self._sweep(now)
+        start = now - min(window_s or self._window_s, self._horizon_s)
+        out = []
+        for key in sorted(self._series):
+            fact = self._summarise(self._series[key], start, now)
+            if fact is not None:
+                out.append(fact)
+        return tuple(out)
+
+    def facts_by_area(
+        self, now: float, window_s: float | None = None
+    ) -> dict[str | None, tuple[MetricFacts, ...]]:
+        """:meth:`facts` grouped by area, areas sorted by name and ``None`` (no area) last."""
+        groups: dict[str | None, list[MetricFacts]] = {}
+        for fact in self.facts(now, window_s):
+            groups.setdefault(fact.area, []).append(fact)
+        order = sorted(groups, key=lambda a: (a is None, a or ""))
+        return {area: tuple(groups[area]) for area in order}
+
+    def silent(self, now: float) -> tuple[Silence, ...]:
+        """Series with no reading for ``stale_factor`` x their usual interval, sorted.
+
+        Cheaper than :meth:`facts` (no window maths), for frequent stale checks.
+        """
+        self._sweep(now)
         out = []
         for key in sorted(self._series):
             series = self._series[key]
-            while series and series[0].ts < start:
-                series.popleft()
-            if not series:
-                del self._series[key]
-                continue
-            out.append(_summarise(series))
+            interval = series.interval(self._stale_min_gaps)
+            limit = self._stale_limit(interval)
+            if interval is not None and limit is not None and now - series.last_ts > limit:
+                out.append(
+                    Silence(
+                        series.device,
+                        series.metric,
+                        series.unit,
+                        series.area,
+                        series.last_value,
+                        series.last_ts,
+                        interval,
+                        limit,
+                    )
+                )
         return tuple(out)
 
+    def _sweep(self, now: float) -> None:
+        """Evict readings past the baseline and forget series silent for too long."""
+        start = now - self._horizon_s
+        forget = now - self._forget_after_s
+        for key in [k for k, s in self._series.items() if s.last_ts < forget]:
+            del self._series[key]
+        for series in self._series.values():
+            series.evict(start)
 
-def _summarise(series: deque[SensorEvent]) -> MetricFacts:
-    values = [e.value for e in series]
-    last = series[-1]
-    return MetricFacts(
-        device=last.device,
-        metric=last.metric,
-        count=len(values),
-        last=last.value,
-        min=min(values),
-        max=max(values),
-        mean=sum(values) / len(values),
-        first_ts=series[0].ts,
-        last_ts=last.ts,
-        unit=last.unit,
-        area=last.area,
-    )
+    def _stale_limit(self, interval: float | None) -> float | None:
+        if interval is None:
+            return None  # one or two gaps say nothing about a sensor's rhythm
+        return max(self._stale_factor * interval, self._stale_min_s)
+
+    def _summarise(self, series: _Series, start: float, now: float) -> MetricFacts | None:
+        interval = series.interval(self._stale_min_gaps)
+        limit = self._stale_limit(interval)
+        stale = limit is not None and now - series.last_ts > limit
+        all_ts = list(series.ts)
+        i = bisect_left(all_ts, start)
+        if i == len(all_ts):
+            if not stale:
+                return None
+            last = series.last_value
+            return MetricFacts(
+                series.device,
+                series.metric,
+                0,
+                last,
+                last,
+                last,
+                last,
+                series.last_ts,
+                series.last_ts,
+                series.unit,
+                series.area,
+                stale=True,
+                interval_s=interval,
+            )
+        ts = all_ts[i:]
+        values = list(series.values)[i:]
+        n = len(values)
+        total = sum(values)
+        return MetricFacts(
+            series.device,
+            series.metric,
+            n,
+            values[-1],
+            min(values),
+            max(values),
+            total / n,
+            ts[0],
+            ts[-1],
+            series.unit,
+            series.area,
+            slope_per_h=_slope_per_h(ts, values),
+            rate_per_min=_rate_per_min(series, ts, values),
+            changes=tuple(c for c in series.changes if c[0] >= start) if series.binary else (),
+            stale=stale,
+            interval_s=interval,
+        )
+
+
+def _slope_per_h(ts: list[float], values: list[float]) -> float | None:
+    """Least-squares slope in unit/hour; None under two readings or zero time span."""
+    n = len(ts)
+    if n < 2:
+        return None
+    # Centre the times: epoch seconds squared would lose the precision we need.
+    t_mean = sum(ts) / n
+    dt = [t - t_mean for t in ts]
+    sxx: float = sum(map(mul, dt, dt))
+    if sxx <= 0:
+        return None
+    # sum(dt) == 0, so sum(dt * (v - v_mean)) == sum(dt * v).
+    sxy: float = sum(map(mul, dt, values))
+    return sxy / sxx * 3600.0
+
+
+def _rate_per_min(series: _Series, ts: list[float], values: list[float]) -> float | None:
+    """Change from the previous reading to the last, per minute between them."""
+    if len(values) >= 2:
+        prev, prev_ts = values[-2], ts[-2]
+    elif series.prev_value is not None and series.prev_ts is not None:
+        prev, prev_ts = series.prev_value, series.prev_ts
+    else:
+        return None
+    elapsed = ts[-1] - prev_ts
+    return (values[-1] - prev) / elapsed * 60.0 if elapsed > 0 else None

@@ -1,11 +1,60 @@
-"""Prompts from facts, and the deterministic parts of a summary (pure code)."""
+"""Prompts from facts, titles, and the deterministic fallback text (pure code).
+
+The prompt's shape follows the model folder's ``prompt_format``: ``chat`` models get
+instructions and facts in one user turn; ``completion`` (base) models get a few-shot
+completion that ends where the answer starts, and stop at a blank line. The static part
+(instructions, home description, examples) comes first so the runtime can serve it
+from its prefix KV cache.
+"""
 
 from __future__ import annotations
 
-from edge_agent.domain import MetricFacts
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-PROMPT_VERSION = "summary-v1"
+from edge_agent.domain import Anomaly, MetricFacts
+
+PROMPT_VERSION = "narrate-v2"
 TITLE_MAX = 255  # Home Assistant caps a state at 255 characters.
+
+PromptFormat = Literal["chat", "completion"]
+
+LANGUAGES = {
+    "en": "English",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "it": "Italian",
+    "nl": "Dutch",
+    "pt": "Portuguese",
+    "pl": "Polish",
+    "sv": "Swedish",
+    "da": "Danish",
+}
+
+_FEW_SHOT = (
+    "Readings:\n- office temperature: now 22.4 °C, min 21.9, max 22.4, rising 0.5 per hour\n"
+    "- office co2: now 640 ppm, min 610, max 660\n"
+    "Summary: The office is at 22.4 °C and slowly warming; CO2 is fine at 640 ppm.\n\n"
+    "Readings:\n- garage door: now 1, changed 2 times\n- garage temperature: now 8.5 °C, "
+    "min 8.1, max 9.0\nSummary: The garage door is open and the garage is cool at 8.5 °C.\n\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt split into its cacheable static prefix and the per-request rest."""
+
+    static: str
+    dynamic: str
+    stop: tuple[str, ...] = ()
+    fact_ids: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The whole user text (the model folder's template wraps it)."""
+        return self.static + self.dynamic
 
 
 def _num(value: float) -> str:
@@ -18,29 +67,131 @@ def _with_unit(value: float, unit: str | None) -> str:
 
 
 def describe_fact(fact: MetricFacts) -> str:
-    """One line a small model can read: last, range, mean and count of one metric."""
+    """One line a small model can read; every number in it is in the fact."""
+    if fact.stale or fact.count == 0:
+        return (
+            f"- {fact.device} {fact.metric}: no new data, last {_with_unit(fact.last, fact.unit)}"
+        )
+    line = f"- {fact.device} {fact.metric}: now {_with_unit(fact.last, fact.unit)}"
+    if fact.count > 1:
+        line += f", min {_num(fact.min)}, max {_num(fact.max)}"
+    if fact.changes:
+        line += f", changed {len(fact.changes)} times"
+    elif fact.slope_per_h is not None and abs(fact.slope_per_h) >= 0.01:
+        trend = "rising" if fact.slope_per_h > 0 else "falling"
+        line += f", {trend} {_num(abs(fact.slope_per_h))} per hour"
+    return line
+
+
+def describe_anomaly(anomaly: Anomaly) -> str:
+    """One line for the prompt and the fallback, built from the anomaly's own message."""
+    return f"- alert: {anomaly.message}"
+
+
+def fit_facts(
+    facts: Sequence[MetricFacts],
+    budget_tokens: int,
+    count_tokens: Callable[[str], int],
+    first: Iterable[str] = (),
+) -> tuple[MetricFacts, ...]:
+    """The most relevant facts whose lines fit in ``budget_tokens``.
+
+    Relevance: facts named in ``first`` (e.g. the anomalous sensor), then stale or
+    changing sensors, then the rest by most recent reading.
+    """
+    priority = set(first)
+    ranked = sorted(
+        facts,
+        key=lambda f: (f.fact_id not in priority, not (f.stale or f.changes), -f.last_ts),
+    )
+    chosen, used = [], 0
+    for fact in ranked:
+        cost = count_tokens(describe_fact(fact) + "\n")
+        if used + cost > budget_tokens:
+            continue
+        chosen.append(fact)
+        used += cost
+    return tuple(sorted(chosen, key=lambda f: (f.device, f.metric)))
+
+
+def _instructions(language: str, home: str) -> str:
+    lang = LANGUAGES.get(language, language)
+    about = f" {home.strip()}" if home.strip() else ""
     return (
-        f"- {fact.device} {fact.metric}: now {_with_unit(fact.last, fact.unit)}, "
-        f"min {_num(fact.min)}, max {_num(fact.max)}, mean {_num(fact.mean)} "
-        f"({fact.count} readings)"
+        f"You summarise home sensor readings for the people who live here.{about} "
+        f"Write in {lang}, in one or two short sentences. Use only numbers from the "
+        "readings; do not invent sensors.\n\n"
     )
 
 
-def summary_prompt(facts: tuple[MetricFacts, ...], window_s: float) -> str:
-    """The user message asking for a summary of ``facts``; the template wraps it."""
-    minutes = _num(window_s / 60)
-    lines = "\n".join(describe_fact(f) for f in facts)
-    return (
-        f"Sensor readings from the last {minutes} minutes:\n{lines}\n"
-        "Summarise them for the household in two short sentences. "
-        "Use only the numbers above."
-    )
+def summary_prompt(
+    facts: Sequence[MetricFacts],
+    *,
+    style: PromptFormat,
+    language: str = "en",
+    home: str = "",
+    anomalies: Sequence[Anomaly] = (),
+) -> Prompt:
+    """The prompt asking for a summary of ``facts`` (and any anomalies)."""
+    lines = [describe_fact(f) for f in facts] + [describe_anomaly(a) for a in anomalies]
+    readings = "Readings:\n" + "\n".join(lines) + "\n"
+    ids = tuple(f.fact_id for f in facts)
+    if style == "completion":
+        return Prompt(
+            _instructions(language, home) + _FEW_SHOT,
+            readings + "Summary:",
+            ("\n\n", "\nReadings:"),
+            ids,
+        )
+    return Prompt(_instructions(language, home), readings + "Summarise these readings.", (), ids)
 
 
-def summary_title(facts: tuple[MetricFacts, ...]) -> str:
+def answer_prompt(
+    question: str,
+    facts: Sequence[MetricFacts],
+    *,
+    style: PromptFormat,
+    language: str = "en",
+    home: str = "",
+) -> Prompt:
+    """The prompt answering ``question`` from the current facts."""
+    readings = "Readings:\n" + "\n".join(describe_fact(f) for f in facts) + "\n"
+    ids = tuple(f.fact_id for f in facts)
+    if style == "completion":
+        return Prompt(
+            _instructions(language, home) + _FEW_SHOT,
+            f"{readings}Question: {question}\nAnswer:",
+            ("\n\n", "\nReadings:"),
+            ids,
+        )
+    return Prompt(_instructions(language, home), f"{readings}Question: {question}", (), ids)
+
+
+def summary_title(facts: Sequence[MetricFacts], area: str | None = None) -> str:
     """A deterministic one-line state for dashboards, at most 255 characters."""
     parts = [f"{f.device} {f.metric} {_with_unit(f.last, f.unit)}" for f in facts]
     title = "; ".join(parts) if parts else "no readings"
+    if area:
+        title = f"{area}: {title}"
     if len(title) > TITLE_MAX:
         title = title[: TITLE_MAX - 1].rstrip() + "…"
     return title
+
+
+def fallback_text(facts: Sequence[MetricFacts], anomalies: Sequence[Anomaly] = ()) -> str:
+    """The summary code writes when the model's text fails the check or runs late."""
+    sentences = [a.message.rstrip(".") + "." for a in anomalies]
+    for fact in facts:
+        if fact.stale or fact.count == 0:
+            sentences.append(
+                f"{fact.device} {fact.metric} has sent no new data "
+                f"(last {_with_unit(fact.last, fact.unit)})."
+            )
+        elif fact.count == 1:
+            sentences.append(f"{fact.device} {fact.metric} is {_with_unit(fact.last, fact.unit)}.")
+        else:
+            sentences.append(
+                f"{fact.device} {fact.metric} is {_with_unit(fact.last, fact.unit)} "
+                f"(min {_num(fact.min)}, max {_num(fact.max)})."
+            )
+    return " ".join(sentences) if sentences else "No readings in this window."

@@ -1,56 +1,98 @@
 """The agent: broker messages -> typed events -> windows -> facts -> narration -> broker.
 
-It talks only to the :class:`Transport` and :class:`InferenceWorker` it is given, and
-everything it computes is done by the pure modules (ingest, facts, narrate).
+It talks only to the :class:`Transport` and the :class:`Narrator` it is given; parsing,
+windows, anomalies, prompts and grounding are pure modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
 
-from edge_agent.domain import DeadLetter, Summary, Window
-from edge_agent.errors import GenerationError, PayloadError
+from edge_agent.anomalies import AnomalyDetector
+from edge_agent.domain import (
+    Anomaly,
+    Answer,
+    AskRequest,
+    DeadLetter,
+    MetricFacts,
+    Summary,
+    Window,
+)
+from edge_agent.errors import PayloadError
 from edge_agent.facts import WindowStore
-from edge_agent.ingest import ADAPTERS, Adapter, decode_json, topic_prefix
-from edge_agent.llm.base import GenerationRequest
-from edge_agent.narrate import PROMPT_VERSION, summary_prompt, summary_title
+from edge_agent.grounding import numbers_in
+from edge_agent.ingest import Payload, Source, SourceOptions, build_source
+from edge_agent.narrate import (
+    PROMPT_VERSION,
+    Prompt,
+    answer_prompt,
+    summary_prompt,
+    summary_title,
+)
+from edge_agent.narrator import Narrator
 from edge_agent.transport.base import Message, Transport
-from edge_agent.worker import InferenceWorker
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A subscription resolved to its adapter."""
+    """A subscription resolved to its adapter and parse context."""
 
     topic_filter: str
-    adapter: Adapter
-    prefix: str
-    area: str | None
+    source: Source
 
     @classmethod
-    def build(cls, topic_filter: str, adapter: str, area: str | None) -> Route:
-        """Resolve an adapter name from config."""
-        return cls(topic_filter, ADAPTERS[adapter], topic_prefix(topic_filter), area)
+    def build(
+        cls,
+        topic_filter: str,
+        adapter: str,
+        area: str | None,
+        options: SourceOptions | None = None,
+    ) -> Route:
+        """Resolve an adapter name and its per-subscription options from config."""
+        return cls(topic_filter, build_source(topic_filter, adapter, area, options))
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Our own topics, all under ``<base>/<node_id>/``."""
+
+    summary: str
+    deadletter: str
+    anomaly: str
+    ask: str
+    answer: str
+
+    @property
+    def stream(self) -> str:
+        """Where tokens stream while a summary is generated."""
+        return f"{self.summary}/stream"
+
+    def area_summary(self, area: str) -> str:
+        """The retained summary of one area."""
+        return f"{self.summary}/{area}"
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """Plain values the agent needs, taken from settings by the app."""
 
-    summary_topic: str
-    deadletter_topic: str
+    topics: Topics
     window_s: float
     interval_s: float
-    max_new_tokens: int
-    deadline_s: float
     max_payload_bytes: int
+    anomaly_min_interval_s: float = 120.0
+    stream: bool = True
+    stream_expiry_s: int = 60
+    language: str = "en"
+    home: str = ""
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -65,25 +107,44 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
 
 
 class Agent:
-    """Consumes messages and publishes summaries and dead letters."""
+    """Consumes messages; publishes dead letters, anomalies, summaries and answers."""
 
     def __init__(
         self,
         transport: Transport,
-        worker: InferenceWorker,
+        narrator: Narrator,
         routes: tuple[Route, ...],
         config: AgentConfig,
+        store: WindowStore,
+        detector: AnomalyDetector,
         clock: Callable[[], float] = time.time,
+        handlers: dict[str, Callable[[Message], None]] | None = None,
     ) -> None:
         self._transport = transport
-        self._worker = worker
+        self._narrator = narrator
         self._routes = routes
         self._cfg = config
+        self._store = store
+        self._detector = detector
         self._clock = clock
-        self._store = WindowStore(config.window_s)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers = dict(handlers or {})
+        """Exact topics handled elsewhere (e.g. Home Assistant's birth), checked first."""
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._last_anomaly_summary: dict[str | None, float] = {}
+        self._names: set[str] = set()
+        self.retained: dict[str, bytes] = {}
+        """The last retained payload per topic, to re-publish after a Home Assistant birth."""
         self.events_total = 0
         self.deadletters_total = 0
+        self.asks_total = 0
+
+    @property
+    def narrator_stats(self) -> tuple[int, int, float | None, str | None]:
+        """(grounded, fallbacks, last decode tok/s, last error) for the status topic."""
+        st = self._narrator.stats
+        return st.grounded, st.fallbacks, st.last_decode_tok_s, st.last_error
+
+    # --- intake -------------------------------------------------------------------
 
     async def run(self) -> None:
         """Ingest until the transport closes, narrating every ``interval_s``."""
@@ -93,70 +154,258 @@ class Agent:
                 self.handle(message)
         finally:
             ticker.cancel()
-            for task in self._tasks:
+            for task in list(self._tasks):
                 task.cancel()
 
     def handle(self, message: Message) -> None:
-        """Parse one message into the windows, or dead-letter it with the reason."""
-        route = next((r for r in self._routes if topic_matches(r.topic_filter, message.topic)), None)
+        """Dispatch one message; a bad one is dead-lettered, never raised."""
+        handler = self._handlers.get(message.topic)
+        if handler is not None:
+            handler(message)
+            return
+        if message.topic == self._cfg.topics.ask:
+            self._on_ask(message)
+            return
+        route = next(
+            (r for r in self._routes if topic_matches(r.topic_filter, message.topic)), None
+        )
         if route is None:
             return  # one of our own topics echoing back, or a filter overlap
         now = self._clock()
         try:
-            doc = decode_json(message.payload, self._cfg.max_payload_bytes)
-            events = route.adapter(message.topic, doc, route.prefix, route.area, now)
+            events = route.source.parse(
+                message.topic, Payload(message.payload, self._cfg.max_payload_bytes), now
+            )
         except PayloadError as exc:
-            self._dead_letter(message, exc, now)
+            self._dead_letter(message, exc.reason, exc.detail, now)
             return
-        self._store.add_all(events)
+        for event in events:
+            self._store.add(event)
+            self._names.add(event.device)
+            if event.area:
+                self._names.add(event.area)
+            for anomaly in self._detector.check(event, self._store):
+                self._on_anomaly(anomaly)
         self.events_total += len(events)
 
-    def _dead_letter(self, message: Message, exc: PayloadError, now: float) -> None:
+    def _dead_letter(self, message: Message, reason: str, detail: str, now: float) -> None:
         self.deadletters_total += 1
-        log.warning("payload_rejected", topic=message.topic, reason=exc.reason,
-                    detail=exc.detail, total=self.deadletters_total)
-        letter = DeadLetter(exc.reason, exc.detail, message.topic, message.payload, now)
-        self._transport.publish(self._cfg.deadletter_topic, letter.to_payload())
+        log.warning(
+            "payload_rejected",
+            topic=message.topic,
+            reason=reason,
+            detail=detail,
+            total=self.deadletters_total,
+        )
+        letter = DeadLetter(reason, detail, message.topic, message.payload, now)
+        self._transport.publish(self._cfg.topics.deadletter, letter.to_payload())
+
+    def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
+        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug in one narration must not go unnoticed, nor stop the agent.
+            self._narrator.stats.last_error = repr(task.exception())
+            log.error("task_failed", task=task.get_name(), exc_info=task.exception())
+
+    # --- triggers -----------------------------------------------------------------
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self._cfg.interval_s)
-            task = asyncio.create_task(self.summarise())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            now = self._clock()
+            for anomaly in self._detector.check_stale(self._store, now):
+                self._on_anomaly(anomaly)
+            for area, facts in self._store.facts_by_area(now).items():
+                self._spawn(self.summarise(area, facts, end=now), f"digest:{area}")
 
-    async def summarise(self) -> Summary | None:
-        """Narrate the current window and publish it; None if there is nothing to say."""
-        end = self._clock()
-        facts = self._store.facts(end)
-        if not facts:
-            return None
-        generator = self._worker.generator
-        prompt = generator.render(summary_prompt(facts, self._cfg.window_s))
-        request = GenerationRequest(prompt, self._cfg.max_new_tokens, self._cfg.deadline_s)
-        try:
-            result = await self._worker.submit("all", request)
-        except GenerationError as exc:
-            log.error("summary_failed", error=str(exc))
-            return None
-        if result is None:
-            return None  # superseded by a newer window
-        summary = Summary(
-            title=summary_title(facts),
-            text=result.text.strip(),
-            window=Window(start=end - self._cfg.window_s, end=end),
-            facts=facts,
-            model=generator.model_id,
-            latency_s=result.latency_s,
-            prompt_tokens=result.prompt_tokens,
-            new_tokens=result.new_tokens,
-            stop_reason=result.stop_reason,
-        )
-        self._transport.publish(self._cfg.summary_topic, summary.to_payload(), retain=True)
+    def _on_anomaly(self, anomaly: Anomaly) -> None:
         log.info(
-            "summary_published", facts=len(facts), prompt_version=PROMPT_VERSION,
-            prompt_tokens=result.prompt_tokens, new_tokens=result.new_tokens,
-            latency_s=round(result.latency_s, 3), stop_reason=result.stop_reason,
-            tok_per_s=round(result.new_tokens / result.latency_s, 1) if result.latency_s else None,
+            "anomaly",
+            kind=anomaly.kind,
+            device=anomaly.device,
+            metric=anomaly.metric,
+            value=anomaly.value,
+        )
+        self._transport.publish(self._cfg.topics.anomaly, anomaly.to_payload())
+        now = self._clock()
+        last = self._last_anomaly_summary.get(anomaly.area)
+        if last is not None and now - last < self._cfg.anomaly_min_interval_s:
+            return  # rate-limited: the event above already told subscribers
+        self._last_anomaly_summary[anomaly.area] = now
+        facts = self._store.facts_by_area(now).get(anomaly.area, ())
+        self._spawn(
+            self.summarise(anomaly.area, facts, end=now, anomalies=(anomaly,)),
+            f"anomaly:{anomaly.area}",
+        )
+
+    async def summarise(
+        self,
+        area: str | None,
+        facts: tuple[MetricFacts, ...],
+        *,
+        end: float,
+        anomalies: tuple[Anomaly, ...] = (),
+    ) -> Summary | None:
+        """Narrate one area's facts and publish the summary; None if superseded or empty."""
+        if not facts and not anomalies:
+            return None
+        first = tuple(f"{a.device}.{a.metric}" for a in anomalies)
+        style = self._narrator.generator.prompt_format
+
+        def build(subset: tuple[MetricFacts, ...]) -> Prompt:
+            return summary_prompt(
+                subset,
+                style=style,
+                language=self._cfg.language,
+                home=self._cfg.home,
+                anomalies=anomalies,
+            )
+
+        chosen, prompt = self._narrator.fit(facts, build, answer=False, first=first)
+        on_text = self._streamer(area) if self._cfg.stream else None
+        narration = await self._narrator.narrate(
+            f"summary:{area}",
+            prompt,
+            chosen,
+            anomalies=anomalies,
+            on_text=on_text,
+            known_names=self._names,
+        )
+        if narration is None:
+            return None
+        severity: Literal["info", "warning", "alert"] = (
+            "alert" if anomalies else ("warning" if any(f.stale for f in chosen) else "info")
+        )
+        summary = Summary(
+            title=summary_title(chosen, area),
+            text=narration.text,
+            window=Window(start=end - self._cfg.window_s, end=end),
+            facts=chosen,
+            model=self._narrator.generator.model_id,
+            latency_s=narration.latency_s,
+            prompt_tokens=narration.prompt_tokens,
+            new_tokens=narration.new_tokens,
+            stop_reason=narration.stop_reason,
+            area=area,
+            fallback=narration.fallback,
+            fallback_reason=narration.reason,
+            severity=severity,
+            prompt_version=PROMPT_VERSION,
+        )
+        payload = summary.to_payload()
+        self._publish_retained(self._cfg.topics.summary, payload)
+        if area is not None:
+            self._publish_retained(self._cfg.topics.area_summary(area), payload)
+        log.info(
+            "summary_published",
+            area=area,
+            facts=len(chosen),
+            severity=severity,
+            fallback=narration.fallback,
+            reason=narration.reason,
+            prompt_tokens=narration.prompt_tokens,
+            new_tokens=narration.new_tokens,
+            latency_s=round(narration.latency_s, 3),
+            stop_reason=narration.stop_reason,
         )
         return summary
+
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        self.retained[topic] = payload
+        self._transport.publish(topic, payload, retain=True)
+
+    def _streamer(self, area: str | None) -> Callable[[str], None]:
+        topic = self._cfg.topics.stream
+        expiry = self._cfg.stream_expiry_s
+        loop = asyncio.get_running_loop()
+
+        def publish(delta: str) -> None:
+            self._transport.publish(topic, delta.encode(), qos=0, expiry_s=expiry)
+
+        def on_text(delta: str) -> None:
+            # Called on the inference thread; the transport belongs to the event loop.
+            loop.call_soon_threadsafe(publish, delta)
+
+        return on_text
+
+    # --- ask / answer -------------------------------------------------------------
+
+    def _on_ask(self, message: Message) -> None:
+        now = self._clock()
+        try:
+            request = AskRequest.from_payload(
+                message.payload,
+                default_reply_to=self._cfg.topics.answer,
+                response_topic=message.response_topic,
+                correlation_data=message.correlation_data,
+                expiry_s=message.message_expiry_s,
+                now=now,
+            )
+        except ValueError as exc:
+            self._dead_letter(message, "bad_question", str(exc), now)
+            return
+        self.asks_total += 1
+        self._spawn(self.answer(request), f"ask:{self.asks_total}")
+
+    async def answer(self, request: AskRequest) -> Answer | None:
+        """Answer from the current facts and publish to the asker's reply topic."""
+        now = self._clock()
+        style = self._narrator.generator.prompt_format
+
+        def build(subset: tuple[MetricFacts, ...]) -> Prompt:
+            return answer_prompt(
+                request.question,
+                subset,
+                style=style,
+                language=self._cfg.language,
+                home=self._cfg.home,
+            )
+
+        facts, prompt = self._narrator.fit(self._store.facts(now), build, answer=True)
+        if request.expires_at is not None and self._clock() > request.expires_at:
+            log.info("ask_expired", id=request.id, reply_to=request.reply_to)
+            return None
+        narration = await self._narrator.narrate(
+            f"ask:{id(request)}",
+            prompt,
+            facts,
+            answer=True,
+            extra_numbers=[v for v, _ in numbers_in(request.question)],
+            known_names=self._names,
+        )
+        if narration is None:
+            return None
+        if request.expires_at is not None and self._clock() > request.expires_at:
+            log.info("ask_expired", id=request.id, reply_to=request.reply_to, after="generation")
+            return None
+        answer = Answer(
+            request,
+            narration.text,
+            tuple(f.fact_id for f in facts),
+            self._narrator.generator.model_id,
+            narration.latency_s,
+            narration.fallback,
+            narration.reason,
+        )
+        expiry = None
+        if request.expires_at is not None:
+            expiry = max(1, int(request.expires_at - self._clock()))
+        self._transport.publish(
+            request.reply_to,
+            answer.to_payload(),
+            correlation_data=request.correlation_data,
+            expiry_s=expiry,
+        )
+        log.info(
+            "answer_published",
+            id=request.id,
+            reply_to=request.reply_to,
+            fallback=narration.fallback,
+            latency_s=round(narration.latency_s, 3),
+        )
+        return answer

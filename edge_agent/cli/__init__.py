@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from edge_agent import __version__
 from edge_agent.cli.config import add_config_commands
+from edge_agent.cli.demo import add_demo_command
+from edge_agent.cli.ha import add_ha_commands
 from edge_agent.cli.model import add_model_commands
 from edge_agent.cli.run import add_run_command
 from edge_agent.errors import StartupError
@@ -17,6 +19,7 @@ examples:
   edge-agent config check --config /etc/edge-agent/config.toml
   edge-agent model build-tiny            # a tiny random-weight Gemma 2 for tests
   edge-agent run --config config.toml    # the service (systemd runs this)
+  edge-agent demo                        # a simulated day, offline, in one command
 
 Every setting can be overridden by an environment variable: EDGE_AGENT_<SECTION>__<KEY>,
 for example EDGE_AGENT_MQTT__HOST=broker.local.
@@ -36,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(sub)
     add_config_commands(sub)
     add_model_commands(sub)
+    add_demo_command(sub)
+    add_ha_commands(sub)
     return parser
 
 

@@ -1,11 +1,17 @@
-"""zigbee2mqtt device state: ``zigbee2mqtt/<friendly name>`` -> ``{"temperature": 21.3}``."""
+"""zigbee2mqtt: ``<base>/<friendly name>`` JSON state and ``.../availability``.
+
+Friendly names may contain ``/`` (``living room/sensor``), so the device is everything
+between the subscription prefix and the end of the topic, less a known sub-topic.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.domain import SensorEvent, is_finite_number
+from edge_agent.domain import SensorEvent
 from edge_agent.errors import PayloadError
+from edge_agent.ingest.payload import Payload, availability_value, json_number
+from edge_agent.ingest.source import Source, topic_rest
 
 # zigbee2mqtt publishes bare numbers; these are the units its converters document.
 UNITS: dict[str, str] = {
@@ -29,48 +35,44 @@ UNITS: dict[str, str] = {
     "linkquality": "lqi",
 }
 
-# Sub-topics that are requests or metadata, not state (friendly names may contain '/').
-_IGNORED_SUFFIXES = ("/set", "/get", "/availability")
+_AVAILABILITY = "/availability"
+# Requests to the bridge, not state: '<name>/set', '<name>/get', '<name>/set/<attr>'.
+_REQUEST_SUFFIXES = ("/set", "/get")
 
 
-def parse(
-    topic: str, doc: Any, prefix: str, area: str | None, now: float
-) -> list[SensorEvent]:
-    """Turn one zigbee2mqtt state message into events, one per numeric or boolean field."""
-    name = topic.removeprefix(prefix)
-    if name.startswith("bridge/") or name == "bridge" or name.endswith(_IGNORED_SUFFIXES):
+def parse(topic: str, payload: Payload, source: Source, now: float) -> list[SensorEvent]:
+    """Events from one zigbee2mqtt message; bridge and request topics give none."""
+    name = topic_rest(topic, source.prefix)
+    if name == "bridge" or name.startswith("bridge/"):
+        return []
+    if name.endswith(_AVAILABILITY):
+        device = name[: -len(_AVAILABILITY)]
+        return [source.event(device, "available", _availability(payload), topic, now)]
+    if name.endswith(_REQUEST_SUFFIXES) or "/set/" in name or "/get/" in name:
         return []
     if not name:
         raise PayloadError("unknown_shape", "topic has no device name after the prefix")
+    doc = payload.json()
     if not isinstance(doc, dict):
         raise PayloadError("unknown_shape", f"expected a JSON object, got {type(doc).__name__}")
     events = []
     for key, value in doc.items():
-        number = _as_number(value)
-        if number is None:
-            continue
-        events.append(
-            SensorEvent(
-                device=name,
-                metric=key,
-                value=number,
-                ts=now,
-                topic=topic,
-                unit=UNITS.get(key),
-                area=area,
-            )
-        )
+        # Text fields (action, last_seen, update...) and nested objects are not readings.
+        number = json_number(value)
+        if number is not None:
+            events.append(source.event(name, key, number, topic, now, default_unit=UNITS.get(key)))
     if not events:
         raise PayloadError("no_usable_fields", "no numeric or boolean field in the object")
     return events
 
 
-def _as_number(value: Any) -> float | None:
-    """Numbers as floats, booleans and ON/OFF as 1.0/0.0; anything else is not a reading."""
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if is_finite_number(value):
-        return float(value)
-    if isinstance(value, str) and value.upper() in ("ON", "OFF"):
-        return 1.0 if value.upper() == "ON" else 0.0
-    return None
+def _availability(payload: Payload) -> float:
+    """``online``/``offline`` (legacy_availability_payload) or ``{"state": "online"}``."""
+    text = payload.text()
+    if not text.lstrip().startswith("{"):
+        return availability_value(text)
+    doc: Any = payload.json()
+    state = doc.get("state")
+    if not isinstance(state, str):
+        raise PayloadError("unknown_shape", "availability object has no 'state' string")
+    return availability_value(state)

@@ -2,8 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class LogitsProcessor(Protocol):
+    """A hook that may change the next-token scores, e.g. to constrain output to JSON.
+
+    Called once per generated token, on the generating thread, with the token ids
+    generated so far and the float32 logits of the next token (shape ``[vocab]``). It
+    returns the logits to pick from (it may modify them in place and return them).
+    Masking a token means setting its logit to ``-inf``.
+    """
+
+    def __call__(
+        self, generated: Sequence[int], logits: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        """Return the (possibly masked) logits of the next token."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How the next token is picked; the default is greedy."""
+
+    temperature: float = 0.0
+    """0 means greedy (argmax)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 keeps all."""
+    top_p: float = 1.0
+    """Keep the smallest set of tokens whose probability reaches p."""
+    repetition_penalty: float = 1.0
+    """Above 1 discourages tokens already in the prompt or the output."""
+    seed: int | None = None
+    """Seed of the sampler, for reproducible sampling."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +50,16 @@ class GenerationRequest:
     max_new_tokens: int = 96
     deadline_s: float | None = None
     """Wall-clock budget in seconds from the start of generation; None means no limit."""
+    stop: tuple[str, ...] = ()
+    """Extra plain-text stop strings for this request, on top of the model folder's."""
+    prefix_chars: int = 0
+    """Length of the prompt's static head (template + instructions). The runtime may keep
+    the KV cache of that head and prefill only the rest on the next request."""
+    on_text: Callable[[str], None] | None = field(default=None, compare=False)
+    """Called with each new piece of text as it is generated, on the generating thread."""
+    sampling: Sampling = field(default_factory=Sampling)
+    logits_processor: LogitsProcessor | None = field(default=None, compare=False)
+    """Applied to every step's logits before sampling (constrained decoding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +80,20 @@ class Generator(Protocol):
     @property
     def model_id(self) -> str:
         """A stable id of the loaded model, published with every summary."""
+        ...
+
+    @property
+    def prompt_format(self) -> Literal["chat", "completion"]:
+        """How the folder's model wants prompts: a chat turn, or a few-shot completion."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt and generated) one request may hold."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes, without special tokens."""
         ...
 
     def render(self, user: str) -> str:

@@ -3,62 +3,21 @@
 from __future__ import annotations
 
 import queue
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.demo.broker import LocalMosquitto, free_port
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["Broker", "Probe", "broker", "free_port"]
 
 
-@dataclass
-class Broker:
-    """A running mosquitto process with persistence in its own folder."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    host: str = "127.0.0.1"
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start mosquitto and wait until it accepts TCP connections."""
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {self.workdir}/\n"
-            f"log_dest file {self.workdir}/mosquitto.log\n"
-        )
-        self.process = subprocess.Popen(["mosquitto", "-c", str(conf)])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}; see {self.workdir}")
-
-    def stop(self) -> None:
-        """Stop mosquitto cleanly (it saves its persistence file on SIGTERM)."""
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+class Broker(LocalMosquitto):
+    """The session's broker, plus a factory for test clients."""
 
     def client(self) -> Probe:
         """A connected test client."""
@@ -68,7 +27,7 @@ class Broker:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """One mosquitto for the test session."""
-    if shutil.which("mosquitto") is None:
+    if not LocalMosquitto.available():
         pytest.fail("mosquitto is not installed: run `apt-get install -y mosquitto` (.ci/run does)")
     instance = Broker(tmp_path_factory.mktemp("mosquitto"))
     instance.start()

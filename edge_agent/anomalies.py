@@ -1,0 +1,217 @@
+"""Anomaly detection per reading: thresholds, rolling z-score, jumps and silent sensors.
+
+Each check is O(1) per reading: the z-score uses the running sums the
+:class:`~edge_agent.facts.WindowStore` keeps, never a rescan of the window. Anomalies are
+deduplicated by (device, metric, kind): an active one is raised again only after
+``cooldown_s``, and with ``clear_on_recovery`` a reading back in range ends it, so the
+next excursion is raised at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from edge_agent.domain import Anomaly, AnomalyKind, SensorEvent
+from edge_agent.facts import Baseline, WindowStore
+
+Key = tuple[str, str, AnomalyKind]
+
+
+class AnomalyDetector:
+    """Turns readings into :class:`Anomaly` records; keyword names match ``AnomalySettings``.
+
+    ``thresholds`` maps a metric to ``{"min": ..., "max": ...}`` (either may be None);
+    a reading outside ``[min, max]`` is anomalous, and it ends once the reading is back
+    inside by ``threshold_hysteresis`` x the limit. ``jumps`` maps a metric to the
+    smallest step between consecutive readings that counts as a jump.
+    """
+
+    def __init__(
+        self,
+        *,
+        thresholds: Mapping[str, Mapping[str, float | None]] | None = None,
+        jumps: Mapping[str, float] | None = None,
+        zscore_k: float = 4.0,
+        zscore_min_count: int = 30,
+        zscore_min_rel_std: float = 0.01,
+        cooldown_s: float = 900.0,
+        clear_on_recovery: bool = True,
+        threshold_hysteresis: float = 0.02,
+    ) -> None:
+        self._thresholds = {
+            metric: (bounds.get("min"), bounds.get("max"))
+            for metric, bounds in (thresholds or {}).items()
+        }
+        self._jumps = dict(jumps or {})
+        self._k = zscore_k
+        self._min_count = max(zscore_min_count, 2)
+        self._min_rel_std = zscore_min_rel_std
+        self._cooldown_s = cooldown_s
+        self._clear = clear_on_recovery
+        self._hysteresis = threshold_hysteresis
+        self._last_raised: dict[Key, float] = {}
+        """Active anomalies and when each was last raised."""
+
+    def active(self) -> frozenset[Key]:
+        """Keys of the anomalies currently active (raised and not cleared)."""
+        return frozenset(self._last_raised)
+
+    def check(self, event: SensorEvent, store: WindowStore) -> list[Anomaly]:
+        """Anomalies that ``event`` raises; call it for every reading, before or after
+        ``store.add(event)`` (the baseline leaves the event out either way)."""
+        out: list[Anomaly] = []
+        device, metric, now = event.device, event.metric, event.ts
+        if self._last_raised:
+            # It spoke, so it is no longer silent, whatever clear_on_recovery says.
+            self._last_raised.pop((device, metric, "stale"), None)
+        bounds = self._thresholds.get(metric)
+        if bounds is not None:
+            self._check_threshold(event, bounds, out)
+        base = store.baseline(event)
+        if base is None:
+            return out
+        jump = self._jumps.get(metric)
+        if jump is not None and base.previous is not None:
+            key: Key = (device, metric, "jump")
+            delta = event.value - base.previous
+            if abs(delta) < jump:
+                self._end(key)
+            elif self._due(key, now):
+                msg = (
+                    f"{device} {metric} jumped by {_fmt(delta, event.unit, signed=True)} "
+                    f"to {_fmt(event.value, event.unit)} (jump limit {_fmt(jump, event.unit)})"
+                )
+                out.append(_anomaly("jump", event, msg, threshold=jump))
+        if not base.binary and base.count >= self._min_count:
+            self._check_zscore(event, base, out)
+        return out
+
+    def check_stale(self, store: WindowStore, now: float) -> list[Anomaly]:
+        """Stale anomalies for sensors that went silent; call it every few seconds or
+        on each summary tick (a reading for the series ends the anomaly)."""
+        # Forget keys past their cooldown: _due would raise them again anyway, and
+        # without clear_on_recovery this is what keeps the map bounded.
+        cooldown = self._cooldown_s
+        self._last_raised = {k: t for k, t in self._last_raised.items() if now - t < cooldown}
+        out = []
+        for s in store.silent(now):
+            key: Key = (s.device, s.metric, "stale")
+            if not self._due(key, now):
+                continue
+            msg = (
+                f"{s.device} {s.metric}: no reading for {_duration(now - s.last_ts)} "
+                f"(usually every {_duration(s.interval_s)}); last {_fmt(s.last_value, s.unit)}"
+            )
+            out.append(
+                Anomaly(
+                    "stale",
+                    s.device,
+                    s.metric,
+                    s.last_value,
+                    now,
+                    msg,
+                    unit=s.unit,
+                    area=s.area,
+                    threshold=s.limit_s,
+                    last_ts=s.last_ts,
+                )
+            )
+        return out
+
+    def _check_threshold(
+        self, event: SensorEvent, bounds: tuple[float | None, float | None], out: list[Anomaly]
+    ) -> None:
+        low, high = bounds
+        key: Key = (event.device, event.metric, "threshold")
+        value = event.value
+        if high is not None and value > high:
+            limit, side = high, "above"
+        elif low is not None and value < low:
+            limit, side = low, "below"
+        else:
+            # Back in range, but only well inside it ends the anomaly: a reading hovering
+            # at the limit (1199, 1201, 1199...) must not raise on every crossing.
+            margin = self._hysteresis
+            if (high is None or value <= high - margin * abs(high)) and (
+                low is None or value >= low + margin * abs(low)
+            ):
+                self._end(key)
+            return
+        if self._due(key, event.ts):
+            msg = (
+                f"{event.device} {event.metric} is {_fmt(value, event.unit)}, "
+                f"{side} the {_fmt(limit, event.unit)} limit"
+            )
+            out.append(_anomaly("threshold", event, msg, threshold=limit))
+
+    def _check_zscore(self, event: SensorEvent, base: Baseline, out: list[Anomaly]) -> None:
+        # Quantised sensors (21.0, 21.0, 21.1) have a tiny spread: floor it relative to the
+        # mean so one step of resolution is not an anomaly.
+        std = max(base.std, self._min_rel_std * abs(base.mean))
+        if std <= 0:
+            return  # a constant series: a z-score means nothing (use a threshold or jump)
+        key: Key = (event.device, event.metric, "zscore")
+        z = (event.value - base.mean) / std
+        if abs(z) < self._k:
+            self._end(key)
+        elif self._due(key, event.ts):
+            msg = (
+                f"{event.device} {event.metric} is {_fmt(event.value, event.unit)}, "
+                f"unusual for the last {base.count} readings (mean {_fmt(base.mean, event.unit)}, "
+                f"z = {z:.1f})"
+            )
+            out.append(_anomaly("zscore", event, msg, threshold=self._k, z=z))
+
+    def _due(self, key: Key, now: float) -> bool:
+        """True (and marks it raised) unless ``key`` is active and within its cooldown."""
+        last = self._last_raised.get(key)
+        if last is not None and now - last < self._cooldown_s:
+            return False
+        self._last_raised[key] = now
+        return True
+
+    def _end(self, key: Key) -> None:
+        """The condition is back in range: forget it so the next excursion raises at once.
+
+        Without ``clear_on_recovery`` the cooldown alone decides, which damps flapping.
+        """
+        if self._clear:
+            self._last_raised.pop(key, None)
+
+
+def _anomaly(
+    kind: AnomalyKind,
+    event: SensorEvent,
+    message: str,
+    *,
+    threshold: float | None = None,
+    z: float | None = None,
+) -> Anomaly:
+    return Anomaly(
+        kind,
+        event.device,
+        event.metric,
+        event.value,
+        event.ts,
+        message,
+        unit=event.unit,
+        area=event.area,
+        threshold=threshold,
+        z=z,
+    )
+
+
+def _fmt(value: float, unit: str | None, *, signed: bool = False) -> str:
+    """Short human number: at most two decimals, no trailing zeros, with the unit."""
+    text = f"{value:+.2f}" if signed else f"{value:.2f}"
+    text = text.rstrip("0").rstrip(".")
+    return f"{text} {unit}" if unit else text
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as a short duration a person reads at a glance."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,138 @@
+"""``edge-agent ha ...``: show or remove the Home Assistant MQTT discovery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edge_agent.cli.options import add_config_option
+from edge_agent.errors import ConfigError, TransportError
+from edge_agent.ha.discovery import (
+    discovery_messages,
+    discovery_topics,
+    retained_state_topics,
+)
+from edge_agent.ha.remove import BrokerLogin, clear_retained
+from edge_agent.ha.wiring import build_node
+from edge_agent.settings import Settings, load_settings, read_password
+
+PRINT_EPILOG = """\
+examples:
+  edge-agent ha print-discovery -c /etc/edge-agent/config.toml
+  edge-agent ha print-discovery --mode component    # the per-entity layout for HA < 2024.11
+  EDGE_AGENT_HOMEASSISTANT__DISCOVERY_PREFIX=ha edge-agent ha print-discovery
+
+Prints each retained discovery message as its topic, then its JSON. No broker needed.
+"""
+
+REMOVE_EPILOG = """\
+examples:
+  systemctl stop edge-agent && edge-agent ha remove -c /etc/edge-agent/config.toml
+
+Publishes empty retained messages on every discovery topic of both layouts and on our
+retained state topics (summary, area summaries, status, availability), plus any other
+retained message found under them, so Home Assistant deletes the device. Stop the
+service first (or set homeassistant.enabled = false): a running agent publishes its
+discovery again at start and whenever Home Assistant restarts.
+
+exit status: 0 removed, 1 config or broker error
+"""
+
+
+def add_ha_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register the ``ha`` command group."""
+    ha = sub.add_parser("ha", help="Home Assistant MQTT discovery: print or remove it")
+    ha_sub = ha.add_subparsers(title="ha commands", metavar="COMMAND", required=True)
+
+    show = ha_sub.add_parser(
+        "print-discovery",
+        help="print the discovery messages for the effective config",
+        epilog=PRINT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_option(show)
+    show.add_argument(
+        "--mode",
+        choices=("device", "component"),
+        default=None,
+        help="layout to print (default: homeassistant.discovery_mode)",
+    )
+    show.set_defaults(handler=_print_discovery)
+
+    remove = ha_sub.add_parser(
+        "remove",
+        help="delete the device from Home Assistant: clear discovery and retained states",
+        epilog=REMOVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_option(remove)
+    remove.add_argument(
+        "--sweep-s",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long to collect other retained messages under our topics (default: 1)",
+    )
+    remove.set_defaults(handler=_remove)
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    try:
+        return load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def _print_discovery(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 1
+    s = settings
+    node = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
+    for message in discovery_messages(node, args.mode or s.homeassistant.discovery_mode):
+        print(message.topic)
+        print(json.dumps(message.config, indent=2, ensure_ascii=False))
+        print()
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return 1
+    s = settings
+    node = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
+    prefix = node.discovery_prefix
+    login = BrokerLogin(
+        host=s.mqtt.host,
+        port=s.mqtt.port,
+        client_id=f"{s.mqtt.effective_client_id}-ha-remove",
+        username=s.mqtt.username,
+        password=read_password(s.mqtt),
+    )
+    try:
+        result = clear_retained(
+            login,
+            (*discovery_topics(node), *retained_state_topics(node)),
+            sweep=(
+                node.device_config_topic,
+                f"{prefix}/+/{node.node_id}/+/config",
+                node.topic("#"),
+            ),
+            sweep_s=args.sweep_s,
+        )
+    except TransportError as exc:
+        print(f"edge-agent: {exc}; check mqtt.host, mqtt.port and the login", file=sys.stderr)
+        return 1
+    if result.found.get(node.topic("availability")) == b"online":
+        print(
+            "warning: availability was 'online': if edge-agent is still running it will "
+            "publish its discovery again; stop it or set homeassistant.enabled = false",
+            file=sys.stderr,
+        )
+    for topic in result.cleared:
+        print(f"cleared {topic}")
+    print(f"removed node {node.node_id!r}: {len(result.cleared)} retained topics cleared")
+    return 0

@@ -1,0 +1,1 @@
+"""Building, exporting and quantizing models; needs the ``export`` extra (torch, optimum)."""

@@ -1,0 +1,49 @@
+"""Finish a model folder: checksum every file and write ``manifest.json``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+
+import structlog
+
+from edge_agent.llm.manifest import MANIFEST_NAME, Manifest, sha256_file
+
+log = structlog.get_logger(__name__)
+
+# Recorded so a folder says which toolchain produced it.
+_TOOLS = (
+    "edge-agent",
+    "torch",
+    "transformers",
+    "optimum-onnx",
+    "onnx",
+    "onnx-ir",
+    "onnxruntime",
+    "tokenizers",
+)
+
+
+def tool_versions() -> dict[str, str]:
+    """Installed versions of the export toolchain (``missing`` when not installed)."""
+    versions = {}
+    for name in _TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
+def write_manifest(folder: Path, draft: Manifest) -> Manifest:
+    """Checksum every file in ``folder`` into ``draft.files`` and write the manifest."""
+    files = {
+        path.relative_to(folder).as_posix(): sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+    manifest = replace(draft, files=files, tools=tool_versions())
+    (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    log.info("manifest_written", path=str(folder), files=len(files))
+    return manifest

@@ -1,0 +1,73 @@
+"""Export a causal LM to ONNX with optimum (text-generation-with-past, KV cache in/out)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import structlog
+from optimum.exporters.onnx import onnx_export_from_model
+from torch.jit._trace import TracerWarning
+from transformers import PreTrainedModel
+
+from edge_agent.errors import ExportError
+
+log = structlog.get_logger(__name__)
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+# optimum writes these next to the graph; ORT-based HF tooling wants config.json.
+_SIDECARS = ("config.json", "generation_config.json")
+
+
+def export_decoder(model: PreTrainedModel, out_dir: Path) -> None:
+    """Write ``model.onnx`` + ``model.onnx.data`` (+ HF config) for ``model`` into ``out_dir``.
+
+    Post-processing (the merged decoder) is off: one graph that takes an empty past
+    for prefill serves both prefill and decode.
+    """
+    if model.config._attn_implementation != "eager":
+        # SDPA/flash paths drop Gemma 2's attention soft-cap; the export would look fine
+        # and be numerically wrong.
+        raise ExportError("export the model with attn_implementation='eager'")
+    with tempfile.TemporaryDirectory(prefix="optimum-") as tmp:
+        raw = Path(tmp)
+        try:
+            with warnings.catch_warnings():
+                # Tracing warns about Python control flow on shapes; the parity tests
+                # check the traced graph against torch at several lengths instead.
+                warnings.simplefilter("ignore", TracerWarning)
+                onnx_export_from_model(
+                    model,
+                    raw,
+                    task="text-generation-with-past",
+                    no_post_process=True,
+                    do_validation=False,
+                )
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            raise ExportError(f"optimum export failed: {exc}") from exc
+        save_with_external_data(onnx.load(str(raw / MODEL_FILE)), out_dir)
+        for name in _SIDECARS:
+            if (raw / name).is_file():
+                shutil.copyfile(raw / name, out_dir / name)
+    log.info("onnx_exported", path=str(out_dir / MODEL_FILE))
+
+
+def save_with_external_data(model: onnx.ModelProto, out_dir: Path) -> None:
+    """Save the graph with all weights in one ``model.onnx.data`` file beside it.
+
+    Real models exceed protobuf's 2 GB limit, so the runtime always loads external
+    data; the tiny model uses the same layout to exercise that path.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(
+        model,
+        str(out_dir / MODEL_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=DATA_FILE,
+        size_threshold=0,
+    )

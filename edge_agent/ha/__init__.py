@@ -1,0 +1,1 @@
+"""Home Assistant integration: MQTT discovery payloads and their (re)publishing."""

@@ -1,0 +1,79 @@
+"""Plain connection values for the paho adapter, its TLS context and reconnect backoff."""
+
+from __future__ import annotations
+
+import random
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_agent.errors import TransportError
+
+Protocol = Literal["5", "3.1.1"]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS towards the broker; ``ca_file=None`` trusts the system CA store."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+    """Skip the host name check (the chain is still verified). Dangerous: anyone
+    holding any certificate from the CA can impersonate the broker."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttOptions:
+    """Plain connection values, taken from the mqtt settings section by the app."""
+
+    host: str
+    port: int
+    client_id: str
+    keepalive_s: int
+    availability_topic: str
+    subscriptions: tuple[str, ...]
+    qos: int = 1
+    username: str | None = None
+    password: str | None = None
+    connect_timeout_s: float = 10.0
+    protocol: Protocol = "5"
+    tls: TlsOptions | None = None
+    session_expiry_s: int = 86_400
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+    outbox_path: Path | str = ":memory:"
+    """SQLite file of the outbox; ':memory:' keeps it only for this process."""
+    outbox_max_messages: int = 10_000
+    outbox_max_age_s: float = 86_400.0
+    inbound_queue_max: int = 1_000
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Seconds before reconnect ``attempt`` (0-based): min(cap, base·2^n) × jitter.
+
+    The jitter factor is uniform in [0.5, 1.0] so a fleet that lost the same broker
+    does not come back in lock-step, and the cap is never exceeded.
+    """
+    return min(cap_s, base_s * 2.0 ** min(attempt, 32)) * rng.uniform(0.5, 1.0)
+
+
+def tls_context(tls: TlsOptions) -> ssl.SSLContext:
+    """A client context: chain verified, TLS 1.2 or newer (host name: see ``insecure``)."""
+    try:
+        ctx = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls.ca_file is not None else None
+        )
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file is not None:
+            ctx.load_cert_chain(
+                str(tls.cert_file), str(tls.key_file) if tls.key_file is not None else None
+            )
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportError(
+            f"cannot load the MQTT TLS files (ca_file={tls.ca_file}, cert_file="
+            f"{tls.cert_file}, key_file={tls.key_file}): {exc}; check mqtt.tls"
+        ) from exc
+    return ctx
