@@ -65,6 +65,7 @@ def test_prompt_carries_every_number() -> None:
     assert prompt.fact_ids == ("kitchen.temperature",)
     assert "Use only numbers from the readings" in prompt.static
 
+
 def _reading(
     value: float,
     ts: float,

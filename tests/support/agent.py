@@ -8,11 +8,16 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.support.broker import Broker
+from edge_agent.demo.broker import LocalMosquitto
 
 
 def write_config(
-    tmp_path: Path, broker: Broker, model_dir: Path, extra: str = "", **summary: float
+    tmp_path: Path,
+    broker: LocalMosquitto,
+    model_dir: Path,
+    extra: str = "",
+    mqtt_extra: str = "",
+    **summary: float,
 ) -> tuple[Path, str]:
     """A config for one agent with a unique node id; returns (path, node_id)."""
     node_id = f"test-{uuid.uuid4().hex[:8]}"
@@ -25,6 +30,7 @@ host = "{broker.host}"
 port = {broker.port}
 node_id = "{node_id}"
 outbox_path = "{tmp_path}/{node_id}-outbox.sqlite"
+{mqtt_extra}
 
 [model]
 path = "{model_dir}"

@@ -1,0 +1,245 @@
+"""The agent's logic with a scripted generator and an in-memory transport.
+
+The model is faked only here, to make it say exactly what a test needs: an invented
+number must turn a summary into the deterministic fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import pytest
+
+from edge_agent.anomalies import AnomalyDetector
+from edge_agent.domain import AskRequest
+from edge_agent.facts import WindowStore
+from edge_agent.llm.base import Generation, GenerationRequest
+from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.service import Agent, AgentConfig, Route, Topics
+from edge_agent.transport.base import Message
+from edge_agent.worker import InferenceWorker
+
+
+class ScriptedGenerator:
+    """Answers every prompt with the next scripted text."""
+
+    model_id = "scripted"
+    prompt_format: Literal["chat", "completion"] = "chat"
+    context_length = 2048
+
+    def __init__(self, *texts: str, stop_reason: str = "eos") -> None:
+        self.texts = list(texts)
+        self.stop_reason = stop_reason
+        self.prompts: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def render(self, user: str) -> str:
+        return f"<user>{user}</user>"
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        self.prompts.append(request.prompt)
+        text = self.texts.pop(0)
+        if request.on_text is not None:
+            request.on_text(text)
+        return Generation(text, 10, 5, self.stop_reason, 0.5)
+
+
+class MemoryTransport:
+    """Records publishes; no broker."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, dict[str, Any]]] = []
+
+    async def connect(self) -> None:
+        return None
+
+    async def messages(self) -> AsyncIterator[Message]:
+        if False:
+            yield Message("", b"")
+
+    def publish(self, topic: str, payload: bytes | str, **kw: Any) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        self.published.append((topic, data, kw))
+
+    async def close(self) -> None:
+        return None
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for t, p, _ in self.published if t == topic]
+
+
+TOPICS = Topics("t/summary", "t/deadletter", "t/anomaly", "t/ask", "t/answer")
+
+
+def _agent(
+    gen: ScriptedGenerator, transport: MemoryTransport, store: WindowStore | None = None
+) -> tuple[Agent, InferenceWorker]:
+    worker = InferenceWorker(gen, max_backlog=4)
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, "en", ""))
+    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", "kitchen")
+    config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
+    agent = Agent(
+        transport,
+        narrator,
+        (route,),
+        config,
+        store or WindowStore(600),
+        AnomalyDetector(),
+        lambda: 1000.0,
+    )
+    return agent, worker
+
+
+def _summarise(
+    agent: Agent, worker: InferenceWorker, readings: list[dict[str, float]], store: WindowStore
+) -> None:
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        for reading in readings:
+            agent.handle(Message("zigbee2mqtt/fridge", json.dumps(reading).encode()))
+        await asyncio.wait_for(agent.summarise("kitchen", store.facts(1000.0), end=1000.0), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_grounded_text_is_published_as_written() -> None:
+    gen, transport = ScriptedGenerator("The fridge is at 4.5 °C."), MemoryTransport()
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store)
+    _summarise(agent, worker, [{"temperature": 4.5}], store)
+    (summary,) = transport.on("t/summary")
+    assert summary["text"] == "The fridge is at 4.5 °C."
+    assert summary["fallback"] is False
+    assert transport.on("t/summary/kitchen") == [summary]
+    assert agent.narrator_stats[:2] == (1, 0)
+
+
+def test_an_invented_number_gives_a_fallback_with_the_reason() -> None:
+    gen, transport = ScriptedGenerator("The fridge is at 9.1 °C."), MemoryTransport()
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store)
+    _summarise(agent, worker, [{"temperature": 4.5}, {"temperature": 5.0}], store)
+    (summary,) = transport.on("t/summary")
+    assert summary["fallback"] is True
+    assert summary["fallback_reason"] == "grounding: number 9.1 is not in the facts"
+    assert summary["text"] == "fridge temperature is 5 °C (min 4.5, max 5)."
+    assert agent.narrator_stats[:2] == (0, 1)
+
+
+def test_an_invented_sensor_gives_a_fallback() -> None:
+    gen, transport = ScriptedGenerator("The freezer is fine."), MemoryTransport()
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store)
+    agent.handle(Message("zigbee2mqtt/freezer", b'{"temperature": -18}'))
+    agent.handle(Message("zigbee2mqtt/fridge", b'{"temperature": 4.5}'))
+    # The freezer is a known device, but not among the facts being summarised.
+    fridge = tuple(f for f in store.facts(1000.0) if f.device == "fridge")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(agent.summarise("kitchen", fridge, end=1000.0), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    (summary,) = transport.on("t/summary")
+    assert summary["fallback_reason"] == "grounding: 'freezer' is not in the facts"
+
+
+def test_a_deadline_cut_gives_a_fallback() -> None:
+    gen = ScriptedGenerator("The fridge is", stop_reason="deadline")
+    transport = MemoryTransport()
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store)
+    _summarise(agent, worker, [{"temperature": 4.5}], store)
+    (summary,) = transport.on("t/summary")
+    assert (summary["fallback"], summary["fallback_reason"]) == (True, "deadline")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(b"\xff\xfe", "invalid_utf8"), (b"[1, 2]", "unknown_shape"), (b'{"t": NaN}', "not_finite")],
+)
+def test_bad_payloads_are_dead_lettered_and_the_agent_goes_on(payload: bytes, reason: str) -> None:
+    transport = MemoryTransport()
+    agent, _ = _agent(ScriptedGenerator(), transport)
+    agent.handle(Message("zigbee2mqtt/fridge", payload))
+    agent.handle(Message("zigbee2mqtt/fridge", b'{"temperature": 4}'))
+    (letter,) = transport.on("t/deadletter")
+    assert (letter["reason"], letter["topic"]) == (reason, "zigbee2mqtt/fridge")
+    assert agent.events_total == 1
+    assert agent.deadletters_total == 1
+
+
+def test_a_threshold_anomaly_is_published_and_rate_limited() -> None:
+    transport = MemoryTransport()
+    gen = ScriptedGenerator("CO2 is high.", "CO2 is high.")
+    worker = InferenceWorker(gen, max_backlog=4)
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, "en", ""))
+    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", "office")
+    config = AgentConfig(
+        TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536, anomaly_min_interval_s=300
+    )
+    detector = AnomalyDetector(thresholds={"co2": {"min": None, "max": 1200}}, cooldown_s=0)
+    agent = Agent(transport, narrator, (route,), config, WindowStore(600), detector, lambda: 50.0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        for value in (800, 1300, 900, 1400):
+            agent.handle(Message("zigbee2mqtt/office", json.dumps({"co2": value}).encode()))
+        await asyncio.sleep(0.2)
+        task.cancel()
+
+    asyncio.run(scenario())
+    anomalies = transport.on("t/anomaly")
+    assert [a["value"] for a in anomalies] == [1300, 1400]
+    assert anomalies[0]["event_type"] == "threshold"
+    summaries = transport.on("t/summary")
+    assert len(summaries) == 1  # the second anomaly came within anomaly_min_interval_s
+    assert summaries[0]["severity"] == "alert"
+
+
+def test_an_expired_question_is_dropped_not_answered() -> None:
+    transport = MemoryTransport()
+    now = [1000.0]
+    gen = ScriptedGenerator("late", "on time")
+    worker = InferenceWorker(gen, max_backlog=4)
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, "en", ""))
+    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", None)
+    config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
+    agent = Agent(
+        transport, narrator, (route,), config, WindowStore(600), AnomalyDetector(), lambda: now[0]
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        request = AskRequest.from_payload(
+            b"hello?", default_reply_to="t/answer", expiry_s=5, now=now[0]
+        )
+        now[0] += 10  # the question waited in the backlog past its expiry
+        assert await asyncio.wait_for(agent.answer(request), 5) is None
+        fresh = AskRequest.from_payload(
+            b'{"id": 3, "q": "hi"}', default_reply_to="t/answer", expiry_s=60, now=now[0]
+        )
+        assert await asyncio.wait_for(agent.answer(fresh), 5) is not None
+        task.cancel()
+
+    asyncio.run(scenario())
+    answers = transport.published
+    assert [(t, json.loads(p)["id"], kw["expiry_s"]) for t, p, kw in answers] == [
+        ("t/answer", "3", 60)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [(b"", "empty"), (b'{"q": 3}', "expected"), (b'{"q": "x", "reply_to": "a/#"}', "wildcard")],
+)
+def test_bad_questions_are_refused_with_a_reason(payload: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AskRequest.from_payload(payload, default_reply_to="t/answer", now=0.0)
