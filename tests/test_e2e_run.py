@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from tests.support.agent import start_agent, write_config
 from tests.support.broker import Broker, Probe
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def probe(broker: Broker) -> Iterator[Probe]:
-    client = broker.client()
-    yield client
-    client.close()
 
 
 def _facts(payload: bytes) -> dict[str, dict[str, float]]:

@@ -9,7 +9,6 @@ import csv
 import json
 import signal
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -25,13 +24,6 @@ from tests.support.broker import Broker, Probe
 pytestmark = pytest.mark.slow
 
 UCI = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci-occupancy" / "datatraining.txt"
-
-
-@pytest.fixture
-def probe(broker: Broker) -> Iterator[Probe]:
-    client = broker.client()
-    yield client
-    client.close()
 
 
 def _facts(payload: bytes) -> dict[str, dict[str, object]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from edge_agent import app
 from edge_agent.cli.options import add_config_option
 from edge_agent.logs import configure_logging
 from edge_agent.settings import load_settings
@@ -27,5 +26,9 @@ def add_run_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.log.level, settings.log.format)
+    # Imported here, not at the top: onnxruntime and the whole service load only for
+    # `run`, so `--help` and `config check` answer at once on a Pi.
+    from edge_agent import app
+
     asyncio.run(app.run(settings))
     return 0

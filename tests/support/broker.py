@@ -14,7 +14,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.demo.broker import LocalMosquitto, free_port
 
-__all__ = ["Broker", "Probe", "broker", "free_port"]
+__all__ = ["Broker", "Probe", "broker", "free_port", "probe"]
 
 
 class Broker(LocalMosquitto):
@@ -34,6 +34,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     instance.start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture
+def probe(broker: Broker) -> Iterator[Probe]:
+    """A 3.1.1 test client on the session's broker, closed after the test."""
+    client = broker.client()
+    yield client
+    client.close()
 
 
 class Probe:
