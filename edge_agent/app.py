@@ -6,11 +6,14 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from edge_agent import sdnotify
+from edge_agent.actions.engine import ActionsEngine
+from edge_agent.actions.wiring import build_engine
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.errors import StartupError, TransportError
 from edge_agent.facts import WindowStore
@@ -80,6 +83,7 @@ def build_agent(
     worker: InferenceWorker,
     clock: Callable[[], float] = time.time,
     handlers: dict[str, Callable[[Message], None]] | None = None,
+    actions: ActionsEngine | None = None,
 ) -> Agent:
     """The agent with its routes, windows, detector and narrator."""
     summary = settings.summary
@@ -110,7 +114,7 @@ def build_agent(
             home=summary.home,
         ),
     )
-    return Agent(transport, narrator, routes, config, store, detector, clock, handlers)
+    return Agent(transport, narrator, routes, config, store, detector, clock, handlers, actions)
 
 
 def topics(settings: Settings) -> Topics:
@@ -125,6 +129,68 @@ def topics(settings: Settings) -> Topics:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Service:
+    """Everything ``run`` starts and stops, wired but not yet connected."""
+
+    transport: MqttTransport
+    worker: InferenceWorker
+    agent: Agent
+    status: StatusReporter
+    publisher: DiscoveryPublisher | None
+
+
+def assemble(settings: Settings, generator: Generator, clock: Callable[[], float]) -> Service:
+    """Wire the loaded model into the transport, worker, agent, actions, HA and status."""
+    ha, mqtt = settings.homeassistant, settings.mqtt
+    node = build_node(
+        mqtt, ha, settings.sensors.subscriptions, settings.model, model_id=generator.model_id
+    )
+    approve, reject = mqtt.topic("action/approve"), mqtt.topic("action/reject")
+    acting = any(a.mode != "off" for a in settings.actions.allow)
+    extra = (topics(settings).ask,) + ((node.status_topic,) if ha.enabled else ())
+    extra += (approve, reject) if acting else ()
+    transport = build_transport(settings, extra)
+    worker = InferenceWorker(generator, settings.summary.max_backlog)
+    handlers: dict[str, Callable[[Message], None]] = {}
+    retained: dict[str, bytes] = {}
+    publisher: DiscoveryPublisher | None = None
+    if ha.enabled:
+        publisher = DiscoveryPublisher(
+            transport.publish,
+            discovery_messages(node, ha.discovery_mode),
+            status_topic=node.status_topic,
+            jitter_s=ha.birth_jitter_s,
+            states=lambda: list(retained.items()),
+        )
+        handlers[node.status_topic] = lambda message: publisher.on_status(message.payload)
+    actions = build_engine(
+        settings.actions,
+        model_dir=Path(settings.model.path),
+        generator=generator,
+        submit=worker.submit,
+        publish=transport.publish,
+        event_topic=mqtt.topic("action/event"),
+        deadline_s=settings.summary.deadline_s,
+        clock=clock,
+    )
+    if actions is not None:
+        handlers.update(actions.handlers(approve=approve, reject=reject))
+    agent = build_agent(settings, transport, worker, clock, handlers, actions)
+    agent.retained = retained  # one dict: what the agent keeps is what HA's birth replays
+    status = StatusReporter(
+        transport.publish,
+        mqtt.topic("status"),
+        settings.summary.status_interval_s,
+        model=generator.model_id,
+        agent=agent,
+        queue_depth=lambda: worker.depth,
+        outbox_size=lambda: transport.outbox_size,
+        backlog_counters=lambda: {"merged_total": worker.merged, "dropped_total": worker.dropped},
+    )
+    return Service(transport, worker, agent, status, publisher)
+
+
 async def run(
     settings: Settings,
     *,
@@ -135,86 +201,48 @@ async def run(
 
     ``clock`` stamps events and windows; the demo passes a simulated clock.
     """
-    # The model loads before we connect, so 'online' means ready to answer.
-    generator = await asyncio.to_thread(load_generator, settings.model)
-    log.info("model_loaded", model=generator.model_id)
-
-    ha = settings.homeassistant
-    node = build_node(
-        settings.mqtt,
-        ha,
-        settings.sensors.subscriptions,
-        settings.model,
-        model_id=generator.model_id,
-    )
-    extra = (topics(settings).ask,) + ((node.status_topic,) if ha.enabled else ())
-    transport = build_transport(settings, extra)
-    worker = InferenceWorker(generator, settings.summary.max_backlog)
-    publisher: DiscoveryPublisher | None = None
-    handlers: dict[str, Callable[[Message], None]] = {}
-    if ha.enabled:
-        publisher = DiscoveryPublisher(
-            transport.publish,
-            discovery_messages(node, ha.discovery_mode),
-            status_topic=node.status_topic,
-            jitter_s=ha.birth_jitter_s,
-            states=lambda: list(agent.retained.items()),
-        )
-        handlers[node.status_topic] = lambda message: publisher.on_status(message.payload)
-    agent = build_agent(settings, transport, worker, clock, handlers)
-    status = StatusReporter(
-        transport.publish,
-        settings.mqtt.topic("status"),
-        settings.summary.status_interval_s,
-        model=generator.model_id,
-        agent=agent,
-        queue_depth=lambda: worker.depth,
-        outbox_size=lambda: transport.outbox_size,
-        backlog_counters=lambda: {"merged_total": worker.merged, "dropped_total": worker.dropped},
-    )
-
-    try:
-        await transport.connect()
-    except TransportError as exc:
-        raise StartupError(str(exc)) from exc
-    if publisher is not None:
-        publisher.start()
-
     if stop is None:
+        # Installed first: a SIGTERM during start-up still ends in a clean shutdown.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    # The model loads before we connect, so 'online' means ready to answer.
+    generator = await asyncio.to_thread(load_generator, settings.model)
+    log.info("model_loaded", model=generator.model_id)
+    svc = assemble(settings, generator, clock)
+    try:
+        await svc.transport.connect()
+    except TransportError as exc:
+        raise StartupError(str(exc)) from exc
+    if svc.publisher is not None:
+        svc.publisher.start()
 
     tasks = [
-        asyncio.create_task(worker.run(), name="inference-worker"),
-        asyncio.create_task(agent.run(), name="agent"),
-        asyncio.create_task(status.run(), name="status"),
+        asyncio.create_task(svc.worker.run(), name="inference-worker"),
+        asyncio.create_task(svc.agent.run(), name="agent"),
+        asyncio.create_task(svc.status.run(), name="status"),
     ]
-    tasks.append(
-        asyncio.create_task(
-            _watchdog(
-                stop,
-                lambda: (
-                    worker.healthy(2 * settings.summary.deadline_s + 30)
-                    and not any(t.done() for t in tasks)
-                ),
-            ),
-            name="watchdog",
-        )
-    )
+    stuck_after_s = 2 * settings.summary.deadline_s + 30
+
+    def healthy() -> bool:
+        return svc.worker.healthy(stuck_after_s) and not any(t.done() for t in tasks)
+
+    watchdog = asyncio.create_task(_watchdog(stop, healthy), name="watchdog")
     sdnotify.notify("READY=1")
     log.info("agent_started", node_id=settings.mqtt.node_id, model=generator.model_id)
     await stop.wait()
     sdnotify.notify("STOPPING=1")
     log.info("agent_stopping")
-    if publisher is not None:
-        await publisher.close()
-    await transport.close()
-    for task in tasks:
+    if svc.publisher is not None:
+        await svc.publisher.close()
+    await svc.transport.close()
+    for task in (*tasks, watchdog):
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    log.info("agent_stopped", events=agent.events_total, deadletters=agent.deadletters_total)
+    await asyncio.gather(*tasks, watchdog, return_exceptions=True)
+    log.info(
+        "agent_stopped", events=svc.agent.events_total, deadletters=svc.agent.deadletters_total
+    )
 
 
 async def _watchdog(stop: asyncio.Event, healthy: Callable[[], bool]) -> None:

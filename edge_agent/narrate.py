@@ -20,6 +20,12 @@ TITLE_MAX = 255  # Home Assistant caps a state at 255 characters.
 
 PromptFormat = Literal["chat", "completion"]
 
+# Radio and housekeeping readings: kept in the windows and the status, but a household
+# summary about link quality or uptime is noise, and it costs prompt tokens.
+DIAGNOSTIC_METRICS = frozenset(
+    {"linkquality", "rssi", "wifi_rssi", "wifi_signal", "uptime", "update_available"}
+)
+
 LANGUAGES = {
     "en": "English",
     "fr": "French",
@@ -86,6 +92,11 @@ def describe_fact(fact: MetricFacts) -> str:
 def describe_anomaly(anomaly: Anomaly) -> str:
     """One line for the prompt and the fallback, built from the anomaly's own message."""
     return f"- alert: {anomaly.message}"
+
+
+def narratable(facts: Iterable[MetricFacts]) -> tuple[MetricFacts, ...]:
+    """The facts worth narrating: everything but radio and housekeeping metrics."""
+    return tuple(f for f in facts if f.metric not in DIAGNOSTIC_METRICS)
 
 
 def fit_facts(

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import structlog
 
+from edge_agent.actions.engine import ActionsEngine
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.domain import (
     Anomaly,
@@ -32,6 +33,7 @@ from edge_agent.narrate import (
     PROMPT_VERSION,
     Prompt,
     answer_prompt,
+    narratable,
     summary_prompt,
     summary_title,
 )
@@ -119,6 +121,7 @@ class Agent:
         detector: AnomalyDetector,
         clock: Callable[[], float] = time.time,
         handlers: dict[str, Callable[[Message], None]] | None = None,
+        actions: ActionsEngine | None = None,
     ) -> None:
         self._transport = transport
         self._narrator = narrator
@@ -129,6 +132,7 @@ class Agent:
         self._clock = clock
         self._handlers = dict(handlers or {})
         """Exact topics handled elsewhere (e.g. Home Assistant's birth), checked first."""
+        self._actions = actions
         self._tasks: set[asyncio.Task[object]] = set()
         self._last_anomaly_summary: dict[str | None, float] = {}
         self._names: set[str] = set()
@@ -149,6 +153,8 @@ class Agent:
     async def run(self) -> None:
         """Ingest until the transport closes, narrating every ``interval_s``."""
         ticker = asyncio.create_task(self._tick(), name="summary-ticker")
+        if self._actions is not None:  # expiry of pending proposals, periodic proposals
+            self._spawn(self._actions.run(self._store.facts, self._cfg.window_s), "actions")
         try:
             async for message in self._transport.messages():
                 self.handle(message)
@@ -252,6 +258,7 @@ class Agent:
         anomalies: tuple[Anomaly, ...] = (),
     ) -> Summary | None:
         """Narrate one area's facts and publish the summary; None if superseded or empty."""
+        facts = narratable(facts)
         if not facts and not anomalies:
             return None
         first = tuple(f"{a.device}.{a.metric}" for a in anomalies)
@@ -313,6 +320,11 @@ class Agent:
             latency_s=round(narration.latency_s, 3),
             stop_reason=narration.stop_reason,
         )
+        if anomalies and self._actions is not None and self._actions.config.on_anomaly:
+            self._spawn(
+                self._actions.propose(facts, summary.window, anomalies=anomalies),
+                f"actions:{area}",
+            )
         return summary
 
     def _publish_retained(self, topic: str, payload: bytes) -> None:
@@ -366,7 +378,7 @@ class Agent:
                 home=self._cfg.home,
             )
 
-        facts, prompt = self._narrator.fit(self._store.facts(now), build, answer=True)
+        facts, prompt = self._narrator.fit(narratable(self._store.facts(now)), build, answer=True)
         if request.expires_at is not None and self._clock() > request.expires_at:
             log.info("ask_expired", id=request.id, reply_to=request.reply_to)
             return None

@@ -330,11 +330,19 @@ def test_qos1_messages_sent_while_the_agent_was_killed_are_delivered_after_resta
         async def restart() -> list[bytes]:
             transport = MqttTransport(opt)
             await transport.connect()
-            got = await take(transport.messages(), 5)
+            got: list[bytes] = []
+            messages = transport.messages()
+            while sum(p.startswith(b"while-dead") for p in got) < 5:
+                got.append((await asyncio.wait_for(anext(messages), 30)).payload)
             await transport.close()
-            return [m.payload for m in got]
+            return got
 
-        assert run(restart()) == [f"while-dead-{n}".encode() for n in range(5)]
+        got = run(restart())
+        # QoS 1 is at-least-once: the message taken just before SIGKILL may come again if
+        # its PUBACK had not left yet. Nothing published while the agent was dead is lost.
+        assert [p for p in got if p != b"seen-before-kill"] == [
+            f"while-dead-{n}".encode() for n in range(5)
+        ]
     finally:
         if agent.poll() is None:
             agent.kill()

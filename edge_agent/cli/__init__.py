@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_agent import __version__
+from edge_agent.cli.actions import add_actions_commands
 from edge_agent.cli.config import add_config_commands
 from edge_agent.cli.demo import add_demo_command
 from edge_agent.cli.ha import add_ha_commands
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(sub)
     add_demo_command(sub)
     add_ha_commands(sub)
+    add_actions_commands(sub)
     return parser
 
 

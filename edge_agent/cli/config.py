@@ -1,19 +1,28 @@
-"""``edge-agent config ...``: validate and show the effective configuration."""
+"""``edge-agent config ...``: validate and show the configuration, and document it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from edge_agent.cli.options import add_config_option
+from edge_agent.configdoc import render_reference
 from edge_agent.errors import ConfigError
-from edge_agent.settings import load_settings, masked_dump
+from edge_agent.settings import ENV_PREFIX, Settings, load_settings, masked_dump
 
 
 def add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``config`` command group."""
-    config = sub.add_parser("config", help="check and show configuration")
+    config = sub.add_parser(
+        "config",
+        help="check, show and document the configuration",
+        epilog="examples:\n"
+        "  edge-agent config check -c /etc/edge-agent/config.toml\n"
+        "  edge-agent config docs --out docs/configuration.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     config_sub = config.add_subparsers(title="config commands", metavar="COMMAND", required=True)
     check = config_sub.add_parser(
         "check",
@@ -24,6 +33,31 @@ def add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     add_config_option(check)
     check.set_defaults(handler=_check)
+    docs = config_sub.add_parser(
+        "docs",
+        help="print the configuration reference (Markdown), generated from the settings",
+        description="Render every section, key, type, default, environment variable and "
+        "description of the settings as Markdown tables.",
+        epilog="examples:\n"
+        "  edge-agent config docs | less\n"
+        "  edge-agent config docs --out docs/configuration.md   # the committed copy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    docs.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="write here instead of stdout"
+    )
+    docs.set_defaults(handler=_docs)
+
+
+def _docs(args: argparse.Namespace) -> int:
+    text = render_reference(Settings, ENV_PREFIX)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

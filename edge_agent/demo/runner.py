@@ -1,17 +1,18 @@
-"""Runs the demo: local broker, the agent in-process, the simulated day, and a viewer."""
+"""Runs the demo: a broker, the agent in-process, the simulated day, and a viewer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as paho
 import structlog
@@ -19,13 +20,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import app
 from edge_agent.demo.broker import LocalMosquitto
-from edge_agent.demo.simulate import DAY_S, simulate_day
+from edge_agent.demo.embedded import EmbeddedBroker
+from edge_agent.demo.simulate import AREAS, DEVICE_AREAS, simulate_day
+from edge_agent.demo.state import LINE_KINDS, decode, hhmm
+from edge_agent.errors import StartupError
 from edge_agent.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 NODE_ID = "demo"
 BASE = "edge-agent"
+BrokerImpl = Literal["auto", "mosquitto", "embedded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,48 @@ class DemoOptions:
     max_new_tokens: int
     threads: int
     broker: tuple[str, int] | None = None
+    """An external broker; None starts one (see ``broker_impl``)."""
+    broker_impl: BrokerImpl = "auto"
+    """'auto': Mosquitto when installed, else the embedded amqtt broker."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """The broker the demo talks to, for the ``broker`` line and the agent's settings."""
+
+    kind_of: Literal["mosquitto", "embedded", "external"]
+    name: str
+    host: str
+    port: int
+    protocol: Literal["5", "3.1.1"]
+
+
+class Sink(Protocol):
+    """Where the demo's output goes: JSON lines, or the live view's state."""
+
+    def record(self, kind: str, fields: dict[str, Any]) -> None:
+        """One record; ``kind`` is a JSON-line kind, or ``agent`` (the status topic)."""
+
+    def sensor(self, sim_t: float, topic: str, payload: bytes) -> None:
+        """One replayed sensor message."""
+
+    def token(self, delta: str) -> None:
+        """One streamed token delta."""
+
+
+class JsonLines:
+    """The ``--no-ui`` output: one JSON object per line on stdout, kinds from LINE_KINDS."""
+
+    def record(self, kind: str, fields: dict[str, Any]) -> None:
+        """Print the record if it is one of the stable line kinds."""
+        if kind in LINE_KINDS:
+            print(json.dumps({"kind": kind, **fields}, ensure_ascii=False), flush=True)
+
+    def sensor(self, sim_t: float, topic: str, payload: bytes) -> None:
+        """Not printed: ``replay`` progress lines stand for them."""
+
+    def token(self, delta: str) -> None:
+        """Not printed: the finished summary line carries the text."""
 
 
 class SimClock:
@@ -63,21 +110,48 @@ class SimClock:
         return (time.monotonic() - self._real_start) * self.speed
 
 
-class Viewer:
-    """Subscribes to everything and prints JSON lines; doubles as the replay publisher."""
+class DemoClient:
+    """Subscribes to the agent's topics and publishes the replayed sensor messages."""
 
     def __init__(self, host: str, port: int, loop: asyncio.AbstractEventLoop) -> None:
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-        self._client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id="edge-agent-demo-viewer"
-        )
         self._loop = loop
+        self._subscribed: asyncio.Future[None] = loop.create_future()
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="edge-agent-demo-viewer",
+            protocol=paho.MQTTv311,  # the one version every broker here speaks
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        self._client.connect(host, port)
-        self._client.subscribe(f"{BASE}/{NODE_ID}/#", qos=1)
+        try:
+            self._client.connect(host, port)
+        except OSError as exc:
+            raise StartupError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
         self._client.loop_start()
 
+    async def subscribed(self, timeout_s: float = 10.0) -> None:
+        """Wait until the broker confirmed our subscription (so no message is missed)."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._subscribed), timeout_s)
+        except TimeoutError as exc:
+            raise StartupError("the broker did not confirm the demo's subscription") from exc
+
+    def _on_connect(self, client: paho.Client, *_args: Any) -> None:
+        # Subscribing here (not before connect) also restores it after a reconnect.
+        client.subscribe(f"{BASE}/{NODE_ID}/#", qos=1)
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        self._loop.call_soon_threadsafe(self._mark_subscribed)
+
+    def _mark_subscribed(self) -> None:
+        if not self._subscribed.done():
+            self._subscribed.set_result(None)
+
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.retain:
+            return  # left on the broker by an earlier run (an external broker keeps them)
         self._loop.call_soon_threadsafe(self.queue.put_nowait, (msg.topic, bytes(msg.payload)))
 
     def publish(self, topic: str, payload: bytes) -> None:
@@ -85,99 +159,162 @@ class Viewer:
         self._client.publish(topic, payload, qos=1)
 
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect and stop paho's network thread."""
         self._client.disconnect()
         self._client.loop_stop()
 
 
-def emit(kind: str, **fields: Any) -> None:
-    """One JSON line on stdout (the --no-ui output)."""
-    print(json.dumps({"kind": kind, **fields}, ensure_ascii=False), flush=True)
+@contextmanager
+def open_broker(opts: DemoOptions, workdir: Path) -> Iterator[BrokerInfo]:
+    """The external broker, or a local one started here and stopped on exit."""
+    if opts.broker is not None:
+        host, port = opts.broker
+        yield BrokerInfo("external", "external", host, port, "5")
+        return
+    impl = opts.broker_impl
+    if impl == "auto":
+        impl = "mosquitto" if LocalMosquitto.available() else "embedded"
+    broker: LocalMosquitto | EmbeddedBroker
+    if impl == "mosquitto":
+        broker = LocalMosquitto(workdir)
+        info = BrokerInfo("mosquitto", LocalMosquitto.describe(), broker.host, broker.port, "5")
+    else:
+        broker = EmbeddedBroker()
+        name = f"{EmbeddedBroker.describe()} (embedded)" if EmbeddedBroker.available() else ""
+        info = BrokerInfo("embedded", name, broker.host, broker.port, "3.1.1")
+    broker.start()
+    try:
+        yield info
+    finally:
+        broker.stop()
 
 
-async def run_demo(opts: DemoOptions) -> int:
-    """Run the demo until the day ends, ``duration_s`` passes, or Ctrl-C."""
-    with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as workdir:
-        broker = None
-        if opts.broker is None:
-            broker = LocalMosquitto(Path(workdir))
-            broker.start()
-            host, port = broker.host, broker.port
-            emit("broker", kind_of="mosquitto", host=host, port=port)
-        else:
-            host, port = opts.broker
-            emit("broker", kind_of="external", host=host, port=port)
-        try:
-            return await _run(opts, host, port, Path(workdir))
-        finally:
-            if broker is not None:
-                broker.stop()
-
-
-async def _run(opts: DemoOptions, host: str, port: int, workdir: Path) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    settings = Settings(
+def demo_settings(opts: DemoOptions, broker: BrokerInfo, workdir: Path) -> Settings:
+    """The agent's settings for the demo: our broker, the model, a fast summary cadence."""
+    return Settings(
         mqtt={
-            "host": host,
-            "port": port,
+            "host": broker.host,
+            "port": broker.port,
             "node_id": NODE_ID,
             "base_topic": BASE,
+            "protocol": broker.protocol,
             "outbox_path": workdir / "outbox.sqlite",
+        },
+        sensors={
+            "subscriptions": [
+                {"topic": "zigbee2mqtt/#", "adapter": "zigbee2mqtt", "device_areas": DEVICE_AREAS}
+            ]
         },
         model={"path": opts.model_dir, "threads": opts.threads, "verify": True},
         summary={
             "window_s": opts.window_s,
             "interval_s": opts.interval_s,
             "max_new_tokens": opts.max_new_tokens,
-            "max_backlog": 1,
+            # One pending summary per area: a slow model drops whole rounds, not areas.
+            "max_backlog": len(AREAS) + 1,
+            "status_interval_s": 2.0,
         },
+        actions={"audit_path": workdir / "actions.sqlite"},
         log={"level": "warning"},
     )
-    day_start = datetime(2026, 1, 15, tzinfo=UTC).timestamp()
-    clock = SimClock(opts.speed, day_start)
-    viewer = Viewer(host, port, loop)
-    agent = asyncio.create_task(app.run(settings, stop=stop, clock=clock), name="agent")
-    show = asyncio.create_task(_show(viewer, clock), name="viewer")
+
+
+async def run_demo(opts: DemoOptions, sink: Sink) -> int:
+    """Run until the day ends, ``duration_s`` passes, or SIGINT/SIGTERM/SIGHUP; clean up.
+
+    Returns 0, or 130 after Ctrl-C. A second Ctrl-C while shutting down interrupts at once.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    interrupted: list[int] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        interrupted.append(sig)
+        stop.set()
+        loop.remove_signal_handler(sig)  # the next one falls through to the default
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await _wait_online(viewer, agent)
+        with (
+            tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp,
+            open_broker(opts, Path(tmp)) as broker,
+        ):
+            sink.record(
+                "broker",
+                {
+                    "kind_of": broker.kind_of,
+                    "name": broker.name,
+                    "host": broker.host,
+                    "port": broker.port,
+                    "protocol": broker.protocol,
+                    "workdir": tmp,
+                },
+            )
+            await _run(opts, broker, Path(tmp), stop, sink)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    return 130 if signal.SIGINT in interrupted else 0
+
+
+async def _run(
+    opts: DemoOptions, broker: BrokerInfo, workdir: Path, stop: asyncio.Event, sink: Sink
+) -> None:
+    loop = asyncio.get_running_loop()
+    settings = demo_settings(opts, broker, workdir)
+    clock = SimClock(opts.speed, datetime(2026, 1, 15, tzinfo=UTC).timestamp())
+    client = DemoClient(broker.host, broker.port, loop)
+    tasks: list[asyncio.Task[Any]] = []
+    agent: asyncio.Task[None] | None = None
+    try:
+        await client.subscribed()
+        agent = asyncio.create_task(app.run(settings, stop=stop, clock=clock), name="agent")
+        online = asyncio.Event()
+        tasks.append(asyncio.create_task(_show(client, clock, online, sink), name="viewer"))
+        if not await _wait_online(online, agent, stop, sink):
+            return
         clock.restart()  # the simulated day starts once the agent is ready
-        replay = asyncio.create_task(_replay(viewer, clock, stop), name="replay")
-        deadline = None if opts.duration_s is None else loop.time() + opts.duration_s
-        waiters = [asyncio.create_task(stop.wait()), replay]
-        if deadline is not None:
-            waiters.append(asyncio.create_task(asyncio.sleep(opts.duration_s or 0)))
-        await asyncio.wait([*waiters, agent], return_when=asyncio.FIRST_COMPLETED)
-        for task in waiters:
-            task.cancel()
+        replay = asyncio.create_task(_replay(client, clock, stop, sink), name="replay")
+        tasks.append(replay)
+        waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait()), replay, agent]
+        if opts.duration_s is not None:
+            waiters.append(asyncio.create_task(asyncio.sleep(opts.duration_s)))
+        tasks.extend(waiters[:1] + waiters[3:])
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if replay.done() and opts.duration_s is None and not stop.is_set():
+            # The day is over: leave a moment for the last summaries, then stop.
+            await asyncio.wait([agent], timeout=2 * opts.interval_s)
     finally:
         stop.set()
         try:
-            await asyncio.wait_for(agent, timeout=30)
+            if agent is not None:
+                await asyncio.wait_for(agent, timeout=30)
         finally:
-            show.cancel()
-            viewer.close()
-    return 0
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            client.close()
 
 
-async def _wait_online(viewer: Viewer, agent: asyncio.Task[None]) -> None:
-    emit("status", message="loading the model and connecting")
-    while True:
-        get = asyncio.create_task(viewer.queue.get())
-        done, _ = await asyncio.wait([get, agent], return_when=asyncio.FIRST_COMPLETED)
-        if agent in done:
-            get.cancel()
-            agent.result()  # re-raises the start-up error
-            raise RuntimeError("the agent stopped before it came online")
-        topic, payload = get.result()
-        if topic.endswith("/availability") and payload == b"online":
-            emit("status", message="agent online; replaying the simulated day")
-            return
+async def _wait_online(
+    online: asyncio.Event, agent: asyncio.Task[None], stop: asyncio.Event, sink: Sink
+) -> bool:
+    """True once the agent is online; False if it was stopped (Ctrl-C) before."""
+    sink.record("status", {"message": "loading the model and connecting"})
+    seen = asyncio.create_task(online.wait())
+    await asyncio.wait([seen, agent], return_when=asyncio.FIRST_COMPLETED)
+    if not seen.done():
+        seen.cancel()
+        agent.result()  # re-raises the start-up error
+        if stop.is_set():
+            return False
+        raise StartupError("the agent stopped before it came online")
+    sink.record("status", {"message": "agent online; replaying the simulated day"})
+    return True
 
 
-async def _replay(viewer: Viewer, clock: SimClock, stop: asyncio.Event) -> None:
+async def _replay(client: DemoClient, clock: SimClock, stop: asyncio.Event, sink: Sink) -> None:
     sent = 0
     for msg in simulate_day():
         wait = (msg.t - clock.elapsed()) / clock.speed
@@ -185,40 +322,31 @@ async def _replay(viewer: Viewer, clock: SimClock, stop: asyncio.Event) -> None:
             await asyncio.sleep(wait)
         if stop.is_set():
             return
-        viewer.publish(msg.topic, msg.payload)
+        client.publish(msg.topic, msg.payload)
+        sink.sensor(msg.t, msg.topic, msg.payload)
         sent += 1
         if sent % 200 == 0:
-            emit("replay", sim_time=_hhmm(msg.t), messages=sent)
-    emit("replay", sim_time="24:00", messages=sent, done=True)
+            sink.record("replay", {"sim_time": hhmm(msg.t), "messages": sent})
+    sink.record("replay", {"sim_time": "24:00", "messages": sent, "done": True})
 
 
-async def _show(viewer: Viewer, clock: SimClock) -> None:
+async def _show(client: DemoClient, clock: SimClock, online: asyncio.Event, sink: Sink) -> None:
+    prefix = f"{BASE}/{NODE_ID}/"
     while True:
-        topic, payload = await viewer.queue.get()
-        leaf = topic.removeprefix(f"{BASE}/{NODE_ID}/")
-        if leaf == "summary":
-            doc = json.loads(payload)
-            emit(
-                "summary",
-                sim_time=_hhmm(clock.elapsed()),
-                title=doc["title"],
-                text=doc["text"],
-                latency_s=doc["latency_s"],
-                tokens=doc["tokens"],
-            )
-        elif leaf == "deadletter":
-            emit("deadletter", **json.loads(payload))
-
-
-def _hhmm(t: float) -> str:
-    t = min(t, DAY_S)
-    return f"{int(t // 3600):02d}:{int(t % 3600 // 60):02d}"
+        topic, payload = await client.queue.get()
+        leaf = topic.removeprefix(prefix)
+        if leaf == "availability":
+            if payload == b"online":
+                online.set()
+            continue
+        if leaf == "summary/stream":
+            sink.token(payload.decode("utf-8", errors="replace"))
+            continue
+        record = decode(leaf, payload, hhmm(clock.elapsed()))
+        if record is not None:
+            sink.record(*record)
 
 
 def main_sync(opts: DemoOptions) -> int:
-    """Blocking entry point for the CLI."""
-    try:
-        return asyncio.run(run_demo(opts))
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 130
+    """Blocking entry point for the ``--no-ui`` output (the live view is ``view.run_live``)."""
+    return asyncio.run(run_demo(opts, JsonLines()))

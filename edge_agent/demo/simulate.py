@@ -26,6 +26,11 @@ from dataclasses import dataclass
 
 DAY_S = 24 * 3600
 AREAS = ("living_room", "bedroom", "bathroom")
+DEVICE_AREAS = {
+    **{f"{area}/climate": area for area in AREAS},
+    "living_room/window": "living_room",
+}
+"""Area of each simulated device, by its zigbee2mqtt friendly name (the topic's rest)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,6 +151,10 @@ class MqttTransport:
         expiry_s: int | None = None,
     ) -> None:
         """Queue a publish; while the broker is away (or the outbox drains) it goes to disk."""
+        if self._stopping:
+            # A late stream delta from the inference thread during shutdown: nothing to do.
+            log.debug("publish_after_close_dropped", topic=topic)
+            return
         entry = OutboxEntry(
             topic=topic,
             payload=payload.encode() if isinstance(payload, str) else bytes(payload),
@@ -378,6 +382,9 @@ class MqttTransport:
     # --- outbox -------------------------------------------------------------------------
 
     def _publish_entry(self, entry: OutboxEntry) -> None:
+        if self._stopping:
+            log.debug("publish_after_close_dropped", topic=entry.topic)
+            return
         if not self._up and self._outbox is not None:
             self._outbox.append(entry)
             return

@@ -1,0 +1,1 @@
+"""Actions: an allowlist, constrained proposals from the model, a policy that decides."""

@@ -1,0 +1,81 @@
+"""Builds the actions engine from settings and the loaded model (called by the app)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from edge_agent.actions.audit import AuditLog
+from edge_agent.actions.constrain import JsonConstraint
+from edge_agent.actions.dfa import compile_grammar
+from edge_agent.actions.engine import ActionsEngine, EngineConfig, Publish, Submit
+from edge_agent.actions.grammar import build_grammar
+from edge_agent.actions.policy import Policy
+from edge_agent.actions.vocab import TokenArrays, TokenTable
+from edge_agent.llm.base import Generator
+from edge_agent.llm.manifest import Manifest
+from edge_agent.settings import ActionSpec, ActionsSettings
+
+log = structlog.get_logger(__name__)
+
+
+def build_constraint(
+    specs: tuple[ActionSpec, ...], reason_max: int, model_dir: Path
+) -> JsonConstraint:
+    """Compile the proposal grammar against the model folder's vocabulary.
+
+    Costs a few hundred milliseconds (a 262k vocabulary); masks are computed lazily.
+    """
+    started = time.monotonic()
+    eos = Manifest.from_dir(model_dir).eos_token_ids
+    table = TokenTable.from_tokenizer_json(model_dir / "tokenizer.json", eos)
+    constraint = JsonConstraint(
+        compile_grammar(build_grammar(specs, reason_max)), TokenArrays.pack(table)
+    )
+    log.info(
+        "action_grammar_ready",
+        states=constraint.dfa.size,
+        vocab=constraint.tokens.size,
+        build_s=round(time.monotonic() - started, 3),
+    )
+    return constraint
+
+
+def build_engine(
+    settings: ActionsSettings,
+    *,
+    model_dir: Path,
+    generator: Generator,
+    submit: Submit,
+    publish: Publish,
+    event_topic: str,
+    deadline_s: float,
+    clock: Callable[[], float] = time.time,
+) -> ActionsEngine | None:
+    """The engine, or None when no allowlisted action is switched on."""
+    if not any(a.mode != "off" for a in settings.allow):
+        return None
+    constraint = build_constraint(settings.allow, settings.reason_max_chars, model_dir)
+    return ActionsEngine(
+        EngineConfig(
+            event_topic=event_topic,
+            max_new_tokens=settings.max_new_tokens,
+            deadline_s=deadline_s,
+            on_anomaly=settings.on_anomaly,
+            interval_s=settings.interval_s,
+        ),
+        Policy(
+            settings.allow,
+            reason_max=settings.reason_max_chars,
+            quiet_hours=settings.quiet_hours,
+        ),
+        AuditLog.open(settings.audit_path),
+        publish,
+        generator,
+        submit,
+        constraint,
+        clock,
+    )

@@ -1,0 +1,106 @@
+"""Narration, model, Home Assistant and logging settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from edge_agent.settings.base import Section
+
+
+class SummarySettings(Section):
+    """When and how the model narrates the facts."""
+
+    window_s: float = Field(
+        300.0, gt=0, description="Length of the rolling window summarised, in seconds."
+    )
+    interval_s: float = Field(300.0, gt=0, description="Seconds between periodic summaries.")
+    max_new_tokens: int = Field(
+        96, ge=1, le=4096, description="Upper bound on generated tokens per summary."
+    )
+    deadline_s: float = Field(
+        60.0, gt=0, description="Wall-clock budget for one generation; it stops cleanly after."
+    )
+    max_backlog: int = Field(
+        4, ge=1, le=1000, description="Pending generations kept; when full the oldest is dropped."
+    )
+    language: str = Field(
+        "en",
+        pattern=r"^[a-z]{2}$",
+        description="Language of summaries and answers, as an ISO 639-1 code (en, fr, de...).",
+    )
+    home: str = Field(
+        "",
+        max_length=2000,
+        description="A short static description of the home for the prompt "
+        "(e.g. 'A two-storey house with a heat pump.'); served from the prefix cache.",
+    )
+    anomaly_min_interval_s: float = Field(
+        120.0,
+        ge=0,
+        description="Least time between two anomaly-triggered summaries of the same area.",
+    )
+    stream: bool = Field(
+        True, description="Stream tokens to <base>/<node_id>/summary/stream while generating."
+    )
+    stream_expiry_s: int = Field(
+        60, ge=1, description="MQTT 5 message expiry of streamed tokens, in seconds."
+    )
+    ask_max_new_tokens: int = Field(
+        64, ge=1, le=4096, description="Upper bound on generated tokens per answer."
+    )
+    status_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between refreshes of the retained status topic."
+    )
+
+
+class ModelSettings(Section):
+    """Which model folder to load and how to run it."""
+
+    path: Path = Field(
+        Path("/var/lib/edge-agent/models/default"),
+        description="Model folder (model.onnx, tokenizer.json, manifest.json).",
+    )
+    threads: int = Field(
+        2, ge=1, le=256, description="onnxruntime intra-op threads; leave cores for the rest."
+    )
+    provider: Literal["CPUExecutionProvider", "CUDAExecutionProvider"] = Field(
+        "CPUExecutionProvider", description="onnxruntime execution provider."
+    )
+    verify: bool = Field(
+        True, description="Check the manifest's sha256 of every file before loading."
+    )
+
+
+class HomeAssistantSettings(Section):
+    """How edge-agent appears in Home Assistant through MQTT discovery."""
+
+    enabled: bool = Field(True, description="Publish MQTT discovery for Home Assistant.")
+    discovery_prefix: str = Field(
+        "homeassistant", min_length=1, description="Home Assistant's MQTT discovery prefix."
+    )
+    discovery_mode: Literal["device", "component"] = Field(
+        "device",
+        description="'device': one device-based discovery message (Home Assistant 2024.11+); "
+        "'component': one message per entity, for older releases.",
+    )
+    birth_jitter_s: float = Field(
+        3.0,
+        ge=0,
+        le=60,
+        description="Upper bound of the random delay before re-publishing discovery after "
+        "Home Assistant's birth message, so a fleet does not answer all at once.",
+    )
+
+
+class LogSettings(Section):
+    """Logging output."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Minimum level logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="'auto' writes JSON lines unless stdout is a terminal."
+    )
