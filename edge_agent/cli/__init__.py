@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from edge_agent import __version__
 from edge_agent.cli.actions import add_actions_commands
+from edge_agent.cli.bench import add_bench_command
 from edge_agent.cli.config import add_config_commands
 from edge_agent.cli.demo import add_demo_command
 from edge_agent.cli.ha import add_ha_commands
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_command(sub)
     add_ha_commands(sub)
     add_actions_commands(sub)
+    add_bench_command(sub)
     return parser
 
 

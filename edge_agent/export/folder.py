@@ -8,7 +8,8 @@ from pathlib import Path
 
 import structlog
 
-from edge_agent.llm.manifest import MANIFEST_NAME, Manifest, sha256_file
+from edge_agent.errors import ExportError
+from edge_agent.llm.manifest import MANIFEST_NAME, STAMP_NAME, Manifest, sha256_file
 
 log = structlog.get_logger(__name__)
 
@@ -22,6 +23,7 @@ _TOOLS = (
     "onnx-ir",
     "onnxruntime",
     "tokenizers",
+    "gguf",
 )
 
 
@@ -36,12 +38,18 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def ensure_new_folder(target: Path) -> None:
+    """Refuse to export into a folder that already has files (nothing is overwritten)."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ExportError(f"{target} exists and is not empty; choose a new --out folder")
+
+
 def write_manifest(folder: Path, draft: Manifest) -> Manifest:
     """Checksum every file in ``folder`` into ``draft.files`` and write the manifest."""
     files = {
         path.relative_to(folder).as_posix(): sha256_file(path)
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_NAME
+        if path.is_file() and path.name not in (MANIFEST_NAME, STAMP_NAME)
     }
     manifest = replace(draft, files=files, tools=tool_versions())
     (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

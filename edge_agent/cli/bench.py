@@ -1,0 +1,193 @@
+"""``edge-agent bench``: prefill/decode speed, TTFT, load time and RSS, with peers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from edge_agent.errors import ConfigError, ModelError
+
+EPILOG = """\
+examples:
+  edge-agent bench model --model ~/models/gemma2-2b-int4
+  edge-agent bench model --model DIR --peers --genai-model GENAI_DIR --gguf model-q4_0.gguf \\
+      --peer-python ~/.cache/edge-agent/bench-venv/bin/python
+
+Every engine runs in its own process (its peak RSS is its own), one after another,
+on the same token ids. Peers need onnxruntime-genai / llama-cpp-python in the peer
+Python; a missing package or model skips that peer with a message. Numbers are
+medians of --runs runs; compare ratios, not absolute numbers, on a shared machine.
+"""
+
+_DEFAULT_PEER_VENV = Path.home() / ".cache" / "edge-agent" / "bench-venv" / "bin" / "python"
+
+
+def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``edge-agent bench model|ingest|broker``."""
+    group = sub.add_parser(
+        "bench",
+        help="benchmarks that print ratios against a peer measured in the same run",
+        description="Benchmarks: each measures a peer in the same run and prints ratios.",
+    )
+    bench_sub = group.add_subparsers(title="benchmarks", metavar="BENCH", required=True)
+    _add_ingest(bench_sub)
+    _add_broker(bench_sub)
+    bench = bench_sub.add_parser(
+        "model",
+        help="measure the runtime (and peers) on a model folder",
+        description="Benchmark our runtime, optionally against onnxruntime-genai and llama.cpp.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("--model", type=Path, required=True, metavar="DIR", help="our model folder")
+    bench.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    bench.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (128)")
+    bench.add_argument("--new-tokens", type=int, default=64, help="tokens to generate (64)")
+    bench.add_argument("--runs", type=int, default=6, help="timed runs; medians are shown (6)")
+    bench.add_argument(
+        "--prefix-tokens", type=int, default=400, help="cached head for the TTFT test (400)"
+    )
+    bench.add_argument("--suffix-tokens", type=int, default=100, help="tail after the head (100)")
+    bench.add_argument("--peers", action="store_true", help="also measure the peers below")
+    bench.add_argument(
+        "--genai-model", type=Path, metavar="DIR", help="onnxruntime-genai builder folder"
+    )
+    bench.add_argument("--gguf", type=Path, metavar="FILE", help="the same weights as GGUF")
+    bench.add_argument(
+        "--peer-python",
+        default=None,
+        metavar="PYTHON",
+        help=f"interpreter with the peer packages (default: {_DEFAULT_PEER_VENV} if it "
+        "exists, else this one)",
+    )
+    bench.add_argument("--timeout", type=float, default=1800.0, help="per engine, seconds")
+    bench.add_argument("--json", action="store_true", help="print results as JSON lines too")
+    bench.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    # Deferred: the bench pulls in the tokenizer and subprocess machinery only when used.
+    from edge_agent.bench.report import render_table
+    from edge_agent.bench.runner import Contender, run_all
+    from edge_agent.bench.workload import build
+    from edge_agent.llm.manifest import Manifest
+
+    for name in ("threads", "prompt_tokens", "new_tokens", "runs"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    manifest = Manifest.from_dir(args.model)
+    encode, decode = _tokenizer(args.model)
+    context = manifest.context_length
+    if args.prompt_tokens + args.new_tokens >= context:
+        raise ConfigError(f"prompt plus new tokens do not fit the context of {context} tokens")
+    prefix, suffix = args.prefix_tokens, args.suffix_tokens
+    if prefix + suffix + 8 >= context:
+        # A small test model: keep the head/tail proportions within half the context.
+        scale = (context // 2) / (prefix + suffix)
+        prefix, suffix = max(1, int(prefix * scale)), max(1, int(suffix * scale))
+        print(f"note: prefix/suffix cut to {prefix}/{suffix} tokens to fit the context")
+    work = build(
+        encode,
+        decode,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+        prefix_tokens=prefix,
+        suffix_tokens=suffix,
+        runs=args.runs,
+    )
+    contenders = [Contender("edge-agent", args.model, sys.executable)]
+    if args.peers:
+        python = args.peer_python or (
+            str(_DEFAULT_PEER_VENV) if _DEFAULT_PEER_VENV.is_file() else sys.executable
+        )
+        contenders += [
+            Contender("onnxruntime-genai", args.genai_model or Path("missing"), python),
+            Contender("llama.cpp", args.gguf or Path("missing.gguf"), python),
+        ]
+    results = run_all(
+        contenders,
+        work,
+        threads=args.threads,
+        context=context,
+        timeout_s=args.timeout,
+    )
+    if results[0].skipped:
+        raise ModelError(f"our runtime failed on {args.model}: {results[0].skipped}")
+    if args.json:
+        for result in results:
+            print(json.dumps(asdict(result)))
+    print(f"threads={args.threads} runs={args.runs} model={args.model}")
+    print(render_table(results))
+    return 0
+
+
+def _tokenizer(
+    model_dir: Path,
+) -> tuple[Callable[[str], list[int]], Callable[[list[int]], str]]:
+    """Encode/decode with the folder's tokenizer, as the runtime does (no special tokens)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    # tokenizers raises a bare Exception for unreadable or malformed files.
+    except Exception as exc:
+        raise ModelError(f"cannot load {model_dir / 'tokenizer.json'}: {exc}") from exc
+
+    def encode(text: str) -> list[int]:
+        ids: list[int] = tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def decode(ids: list[int]) -> str:
+        text: str = tokenizer.decode(ids, skip_special_tokens=False)
+        return text
+
+    return encode, decode
+
+
+def _add_ingest(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ingest = bench_sub.add_parser(
+        "ingest",
+        help="parse -> window -> anomaly throughput on one core, against json.loads",
+        description="Synthetic zigbee2mqtt stream (50 devices) through the adapter, the "
+        "windows and the anomaly detector, on one core; the peer is plain json.loads.",
+        epilog="example:\n  taskset -c 0 edge-agent bench ingest --messages 200000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ingest.add_argument("--messages", type=int, default=200_000, help="messages (200000)")
+    ingest.add_argument("--repeats", type=int, default=3, help="best of this many runs (3)")
+    ingest.set_defaults(handler=_ingest)
+
+
+def _add_broker(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    broker = bench_sub.add_parser(
+        "broker",
+        help="QoS 1 messages through a local Mosquitto into the agent, against plain paho",
+        description="Publishers in 4 processes send numbered QoS 1 messages through a fresh "
+        "local Mosquitto; our transport + adapter + windows, then a plain paho client, "
+        "receive them. Prints messages/s, losses and the ratio.",
+        epilog="example:\n  edge-agent bench broker --messages 100000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    broker.add_argument("--messages", type=int, default=100_000, help="messages (100000)")
+    broker.set_defaults(handler=_broker)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from edge_agent.bench.ingest import bench_ingest, render
+
+    print(render(bench_ingest(args.messages, repeats=args.repeats)))
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from edge_agent.bench.broker import bench_broker, render
+    from edge_agent.logs import configure_logging
+
+    configure_logging("warning", "console")
+    results = bench_broker(args.messages)
+    print(render(results))
+    return 0 if all(r.lost == 0 for r in results) else 1

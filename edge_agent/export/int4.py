@@ -1,0 +1,303 @@
+"""Streaming blockwise int4 quantization: MatMulNBits for every MatMul, a shared int4 embedding.
+
+Unlike onnxruntime's ``MatMulNBitsQuantizer`` this never loads the whole float model:
+each weight is read from the external data file, quantized with onnxruntime's own
+kernels and dropped. A tied embedding (Gemma's) is stored once: the LM head's int4
+blocks also feed a ``GatherBlockQuantized`` lookup through a free ``Reshape``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import structlog
+from onnx import helper, numpy_helper
+
+from edge_agent.errors import ExportError
+from edge_agent.export.onnx_export import MODEL_FILE, save_with_external_data
+from edge_agent.export.progress import track
+from edge_agent.export.spec import QuantSpec
+
+SourceBlocks = Callable[[str], "tuple[np.ndarray, np.ndarray, np.ndarray] | None"]
+
+log = structlog.get_logger(__name__)
+
+_MS = "com.microsoft"
+# Small tensors (shape vectors, norm weights) stay in the graph file.
+_INLINE_BYTES = 1024
+
+
+@dataclass(slots=True)
+class QuantReport:
+    """What the quantizer changed."""
+
+    matmuls: int = 0
+    int8_matmuls: int = 0
+    source_blocks: int = 0
+    shared_embedding: bool = False
+    gathers: int = 0
+    float_bytes: int = 0
+    quant_bytes: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Blocks:
+    """Initializer names of one quantized weight, laid out ``[N, K]`` as MatMulNBits wants."""
+
+    data: str
+    scales: str
+    zero_points: str | None
+    n: int
+    k: int
+    bits: int
+
+
+def quantize_folder(
+    src_dir: Path,
+    dst_dir: Path,
+    spec: QuantSpec,
+    *,
+    int8_weights: frozenset[str] = frozenset(),
+    source_blocks: SourceBlocks | None = None,
+    progress: bool = True,
+) -> QuantReport:
+    """Quantize ``src_dir/model.onnx`` (float, external data) into ``dst_dir``.
+
+    Weights named in ``int8_weights`` (initializer names) get 8 bits whatever ``spec`` says.
+    ``source_blocks`` returns a weight's own 4-bit blocks (GGUF Q4_K): with block size 32
+    they are stored as they are, float zero points included, instead of re-rounded.
+    """
+    if spec.block_size < 16 or spec.block_size & (spec.block_size - 1):
+        raise ExportError(f"block size {spec.block_size} must be a power of two >= 16")
+    if spec.head_bits not in (4, 8) or spec.bits not in (4, 8):
+        raise ExportError(f"bits must be 4 or 8, not {spec.bits} (head {spec.head_bits})")
+    model = onnx.load(str(src_dir / MODEL_FILE), load_external_data=False)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    weights = _matmul_weights(graph.node, inits, producers)
+    embedded = {n.input[0] for n in graph.node if n.op_type == "Gather" and n.input[0] in inits}
+    report = QuantReport()
+    blocks: dict[str, _Blocks] = {}
+    new_inits: list[onnx.TensorProto] = []
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    todo = [n for n in graph.node if id(n) in weights]
+    for node in track(todo, total=len(todo), desc="int4", enabled=progress):
+        name, transposed = weights[id(node)]
+        is_head = name in embedded or "lm_head" in node.name
+        bits = spec.head_bits if is_head else spec.bits
+        if name in int8_weights:
+            bits = 8
+        own = None
+        if name not in blocks and bits == 4 and transposed and source_blocks is not None:
+            own = source_blocks(name) if spec.block_size == 32 and not is_head else None
+        if own is not None:
+            blocks[name], tensors = _from_source_blocks(name, *own)
+            new_inits.extend(tensors)
+            report.quant_bytes += sum(len(t.raw_data) for t in tensors)
+            report.source_blocks += 1
+        if name not in blocks:
+            array = numpy_helper.to_array(inits[name], base_dir=str(src_dir))
+            nk = array if transposed else array.T
+            blocks[name], tensors = _quantize(name, nk, spec, bits)
+            new_inits.extend(tensors)
+            report.float_bytes += array.nbytes
+            report.quant_bytes += sum(len(t.raw_data) for t in tensors)
+        replaced[id(node)] = [_matmul_nbits(node, blocks[name], spec)]
+        report.matmuls += 1
+        report.int8_matmuls += int(blocks[name].bits == 8)
+    for node in graph.node:
+        if node.op_type != "Gather" or node.input[0] not in inits or not spec.quantize_embedding:
+            continue
+        name = node.input[0]
+        if _gather_axis(node) != 0 or len(inits[name].dims) != 2:
+            report.skipped.append(node.name)
+            continue
+        shared = name in blocks
+        if not shared:
+            array = numpy_helper.to_array(inits[name], base_dir=str(src_dir))
+            bits = 8 if name in int8_weights else spec.head_bits
+            blocks[name], tensors = _quantize(name, array, spec, bits)
+            new_inits.extend(tensors)
+            report.float_bytes += array.nbytes
+            report.quant_bytes += sum(len(t.raw_data) for t in tensors)
+        nodes, tensors = _gather_block_quantized(node, blocks[name], spec)
+        new_inits.extend(tensors)
+        replaced[id(node)] = nodes
+        report.gathers += 1
+        report.shared_embedding |= shared
+    if report.matmuls == 0:
+        raise ExportError("int4 quantization changed no MatMul: is the graph's weight constant?")
+    _rewrite(model, replaced, new_inits, src_dir)
+    left = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    if left:
+        raise ExportError(f"int4 quantization left float MatMuls: {', '.join(left)}")
+    save_with_external_data(model, dst_dir, size_threshold=_INLINE_BYTES)
+    log.info(
+        "int4_quantized",
+        matmuls=report.matmuls,
+        shared_embedding=report.shared_embedding,
+        block_size=spec.block_size,
+        head_bits=spec.head_bits,
+        path=str(dst_dir),
+    )
+    return report
+
+
+def _matmul_weights(
+    nodes: Iterable[onnx.NodeProto],
+    inits: dict[str, onnx.TensorProto],
+    producers: dict[str, onnx.NodeProto],
+) -> dict[int, tuple[str, bool]]:
+    """MatMul node id -> (weight initializer, True if stored ``[N, K]`` behind a Transpose)."""
+    found: dict[int, tuple[str, bool]] = {}
+    for node in nodes:
+        if node.op_type != "MatMul":
+            continue
+        b = node.input[1]
+        if b in inits and len(inits[b].dims) == 2:
+            found[id(node)] = (b, False)
+            continue
+        producer = producers.get(b)
+        if producer is None or producer.op_type != "Transpose" or producer.input[0] not in inits:
+            continue
+        perm = next((list(a.ints) for a in producer.attribute if a.name == "perm"), [1, 0])
+        if perm == [1, 0] and len(inits[producer.input[0]].dims) == 2:
+            found[id(node)] = (producer.input[0], True)
+    return found
+
+
+def _quantize(
+    name: str, nk: np.ndarray, spec: QuantSpec, bits: int
+) -> tuple[_Blocks, list[onnx.TensorProto]]:
+    """Blockwise-quantize a ``[N, K]`` weight along K with onnxruntime's kernels."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
+
+    n, k = nk.shape
+    if k % spec.block_size:
+        raise ExportError(f"{name}: K={k} is not a multiple of block size {spec.block_size}")
+    n_blocks = k // spec.block_size
+    blob = spec.block_size * bits // 8
+    packed = np.zeros((n, n_blocks, blob), dtype=np.uint8)
+    scales = np.zeros((n, n_blocks), dtype=np.float32)
+    zp_cols = (n_blocks * bits + 7) // 8
+    zero_points = np.zeros((n, zp_cols), dtype=np.uint8)
+    kn = np.ascontiguousarray(nk.T, dtype=np.float32)
+    kernel = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
+    kernel(packed, kn, scales, zero_points, spec.block_size, n, k, spec.symmetric)
+    tag = f"{name}_q{bits}"
+    tensors = [
+        numpy_helper.from_array(packed, f"{tag}_data"),
+        numpy_helper.from_array(scales, f"{tag}_scales"),
+    ]
+    zp_name = None
+    if not spec.symmetric:
+        zp_name = f"{tag}_zero_points"
+        tensors.append(numpy_helper.from_array(zero_points, zp_name))
+    return _Blocks(f"{tag}_data", f"{tag}_scales", zp_name, n, k, bits), tensors
+
+
+def _from_source_blocks(
+    name: str, q: np.ndarray, scale: np.ndarray, minimum: np.ndarray
+) -> tuple[_Blocks, list[onnx.TensorProto]]:
+    """MatMulNBits tensors holding ``w = scale * q - minimum`` exactly (float zero points)."""
+    n, n_blocks, width = q.shape
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    safe = np.where(scale == 0, 1.0, scale)
+    zero_points = np.where(scale == 0, 0.0, minimum / safe).astype(np.float32)
+    tag = f"{name}_q4src"
+    tensors = [
+        numpy_helper.from_array(np.ascontiguousarray(packed), f"{tag}_data"),
+        numpy_helper.from_array(np.ascontiguousarray(scale, dtype=np.float32), f"{tag}_scales"),
+        numpy_helper.from_array(zero_points, f"{tag}_zero_points"),
+    ]
+    blocks = _Blocks(f"{tag}_data", f"{tag}_scales", f"{tag}_zero_points", n, n_blocks * width, 4)
+    return blocks, tensors
+
+
+def _matmul_nbits(node: onnx.NodeProto, b: _Blocks, spec: QuantSpec) -> onnx.NodeProto:
+    inputs = [node.input[0], b.data, b.scales] + ([b.zero_points] if b.zero_points else [])
+    return helper.make_node(
+        "MatMulNBits",
+        inputs,
+        list(node.output),
+        name=f"{node.name}_Q{b.bits}",
+        domain=_MS,
+        K=b.k,
+        N=b.n,
+        bits=b.bits,
+        block_size=spec.block_size,
+        accuracy_level=spec.accuracy_level,
+    )
+
+
+def _gather_block_quantized(
+    node: onnx.NodeProto, b: _Blocks, spec: QuantSpec
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A lookup into the ``[N, K]`` blocks: rows are tokens, K is the hidden size.
+
+    GatherBlockQuantized wants 2-D data where MatMulNBits wants 3-D; a Reshape bridges
+    the two views of the same bytes (onnxruntime folds it at load time).
+    """
+    shape_name = f"{b.data}_rows_shape"
+    flat = f"{b.data}_rows"
+    shape = numpy_helper.from_array(np.array([b.n, b.k * b.bits // 8], dtype=np.int64), shape_name)
+    reshape = helper.make_node("Reshape", [b.data, shape_name], [flat], name=f"{node.name}_rows")
+    inputs = [flat, node.input[1], b.scales] + ([b.zero_points] if b.zero_points else [])
+    gather = helper.make_node(
+        "GatherBlockQuantized",
+        inputs,
+        list(node.output),
+        name=f"{node.name}_Q{b.bits}",
+        domain=_MS,
+        gather_axis=0,
+        quantize_axis=1,
+        block_size=spec.block_size,
+        bits=b.bits,
+    )
+    return [reshape, gather], [shape]
+
+
+def _gather_axis(node: onnx.NodeProto) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+
+
+def _rewrite(
+    model: onnx.ModelProto,
+    replaced: dict[int, list[onnx.NodeProto]],
+    new_inits: list[onnx.TensorProto],
+    src_dir: Path,
+) -> None:
+    """Swap nodes, drop dead Transposes and float weights, load the remaining small tensors."""
+    graph = model.graph
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        nodes.extend(replaced.get(id(node), [node]))
+    # Transposes that only fed quantized MatMuls are dead now; drop them (repeat for chains).
+    while True:
+        used = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
+        alive = [n for n in nodes if any(out in used for out in n.output)]
+        if len(alive) == len(nodes):
+            break
+        nodes = alive
+    kept = [t for t in graph.initializer if t.name in used]
+    for tensor in kept:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(src_dir))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+    produced = {out for node in nodes for out in node.output}
+    value_info = [v for v in graph.value_info if v.name in produced]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *new_inits])
+    del graph.value_info[:]
+    graph.value_info.extend(value_info)
+    if not any(op.domain == _MS for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(_MS, 1))

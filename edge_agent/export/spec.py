@@ -1,0 +1,26 @@
+"""Quantization settings, importable without onnx (the cache key of prepared models uses them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class QuantSpec:
+    """MatMulNBits settings; ``accuracy_level`` 4 computes with int8 activations on CPU."""
+
+    block_size: int = 32
+    accuracy_level: int = 4
+    symmetric: bool = True
+    head_bits: int = 4
+    """Bits of the LM head (and the embedding it shares): 4, or 8 for quality."""
+    quantize_embedding: bool = True
+    """Quantize the token embedding (sharing the tied head's blocks); else keep it float."""
+    bits: int = 4
+    """Bits of every other MatMul (8 trades size and speed for accuracy)."""
+    match_source: bool = True
+    """Keep 8 bits for weights the source stores with 5 or more bits (GGUF Q5_0/Q6_K/Q8_0):
+    re-rounding those to 4 bits stacks a second quantization error on the first."""
+    reuse_source_blocks: bool = False
+    """Store a GGUF's Q4_K weights as they are (float zero points) instead of re-rounding.
+    Exact, but onnxruntime 1.32 decodes float zero points about 2x slower on x86."""

@@ -1,0 +1,231 @@
+"""Decoder steps over onnxruntime: plain ``run``, IOBinding, and a fixed shared KV buffer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from edge_agent.errors import GenerationError
+from edge_agent.llm.session import KvLayout
+
+Past = dict[str, np.ndarray]
+
+
+class DecoderEngine(Protocol):
+    """Runs the decoder one step at a time and owns the KV cache between steps."""
+
+    def reset(self) -> None:
+        """Forget the cache: the next ``forward`` starts at position 0."""
+        ...
+
+    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """Feed ``ids`` after ``past_len`` cached positions; return the last logits row.
+
+        The row may be a view into a buffer the next call overwrites.
+        """
+        ...
+
+    def snapshot(self, n: int) -> Past:
+        """A private copy of the cache's first ``n`` positions."""
+        ...
+
+    def restore(self, past: Past) -> None:
+        """Make a ``snapshot`` the cache again; the next forward continues after it."""
+        ...
+
+
+class _Steps:
+    """What every engine shares: the fixed inputs and error translation."""
+
+    def __init__(self, session: ort.InferenceSession, layout: KvLayout, context: int) -> None:
+        self._session = session
+        self._layout = layout
+        # One row of ones, sliced per step, instead of a fresh mask every token.
+        self._ones = np.ones((1, context + 1), dtype=np.int64)
+        self._positions = np.arange(context + 1, dtype=np.int64)[None, :]
+
+    def _small_inputs(self, ids: Sequence[int], past_len: int) -> dict[str, np.ndarray]:
+        total = past_len + len(ids)
+        feeds = {
+            "input_ids": np.asarray([ids], dtype=np.int64),
+            "attention_mask": self._ones[:, :total],
+        }
+        if self._layout.has_position_ids:
+            feeds["position_ids"] = self._positions[:, past_len:total]
+        return feeds
+
+
+def _failed(past_len: int, exc: Exception) -> GenerationError:
+    return GenerationError(f"onnxruntime failed at position {past_len}: {exc}")
+
+
+class PlainEngine(_Steps):
+    """``session.run`` with numpy in and out: the reference path, no binding."""
+
+    def __init__(self, session: ort.InferenceSession, layout: KvLayout, context: int) -> None:
+        super().__init__(session, layout, context)
+        self._past: Past = layout.empty_past()
+
+    def reset(self) -> None:
+        """Start from an empty cache."""
+        self._past = self._layout.empty_past()
+
+    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """One step with numpy feeds; the grown cache comes back as numpy."""
+        feeds = {**self._small_inputs(ids, past_len), **self._past}
+        try:
+            outputs = self._session.run(None, feeds)
+        # onnxruntime's pybind errors derive from Exception directly (see session.py).
+        except Exception as exc:
+            raise _failed(past_len, exc) from exc
+        named = dict(zip(self._layout.output_names, outputs, strict=True))
+        to_past = self._layout.present_to_past
+        self._past = {to_past[k]: v for k, v in named.items() if k in to_past}
+        row: npt.NDArray[np.float32] = named["logits"][0, -1]
+        return row
+
+    def snapshot(self, n: int) -> Past:
+        """Copies of the first ``n`` positions."""
+        return {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self._past.items()}
+
+    def restore(self, past: Past) -> None:
+        """Continue from ``past`` (read-only use, so no copy)."""
+        self._past = dict(past)
+
+
+class BoundGrowingEngine(_Steps):
+    """IOBinding for graphs that concatenate past and new keys inside (optimum exports).
+
+    Each step's ``present`` OrtValues are bound as the next step's ``past`` as they
+    are, so the cache never round-trips through numpy; only the logits are copied out.
+    """
+
+    def __init__(self, session: ort.InferenceSession, layout: KvLayout, context: int) -> None:
+        super().__init__(session, layout, context)
+        self._past: dict[str, ort.OrtValue] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start from zero-length OrtValues."""
+        self._past = {
+            k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in self._layout.empty_past().items()
+        }
+
+    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """One step; outputs stay in onnxruntime-allocated OrtValues."""
+        binding = self._session.io_binding()
+        # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
+        feeds = self._small_inputs(ids, past_len)
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        for name, ortvalue in self._past.items():
+            binding.bind_ortvalue_input(name, ortvalue)
+        for name in self._layout.output_names:
+            binding.bind_output(name, "cpu")
+        try:
+            self._session.run_with_iobinding(binding)
+        except Exception as exc:
+            raise _failed(past_len, exc) from exc
+        outputs = dict(zip(self._layout.output_names, binding.get_outputs(), strict=True))
+        to_past = self._layout.present_to_past
+        self._past = {to_past[k]: v for k, v in outputs.items() if k in to_past}
+        logits: npt.NDArray[np.float32] = outputs["logits"].numpy()
+        row: npt.NDArray[np.float32] = logits[0, -1]
+        return row
+
+    def snapshot(self, n: int) -> Past:
+        """Copies of the first ``n`` positions."""
+        return {k: np.ascontiguousarray(v.numpy()[:, :, :n]) for k, v in self._past.items()}
+
+    def restore(self, past: Past) -> None:
+        """Wrap the snapshot's arrays (no copy; the graph only reads past inputs)."""
+        self._past = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in past.items()}
+
+
+class SharedBufferEngine(_Steps):
+    """For GroupQueryAttention graphs: one context-sized KV buffer per layer, bound once.
+
+    ``past_key_values.*`` and ``present.*`` are bound to the same buffer, so
+    GroupQueryAttention appends the new positions in place and nothing is copied or
+    concatenated per token. The logits go to a preallocated array when the graph
+    emits only the last position (the builder's ``prune_lm_head``).
+    """
+
+    def __init__(self, session: ort.InferenceSession, layout: KvLayout, context: int) -> None:
+        super().__init__(session, layout, context)
+        shape = (1, layout.kv_heads, context, layout.head_dim)
+        # np.zeros is calloc: pages are only committed as positions are written.
+        self._buffers = {name: np.zeros(shape, dtype=layout.dtype) for name in layout.past_names}
+        self._binding = session.io_binding()
+        past_to_present = {v: k for k, v in layout.present_to_past.items()}
+        for name, buffer in self._buffers.items():
+            value = ort.OrtValue.ortvalue_from_numpy(buffer)
+            self._binding.bind_ortvalue_input(name, value)
+            self._binding.bind_ortvalue_output(past_to_present[name], value)
+        # The snapshot whose positions sit untouched at the head of the buffers, if any:
+        # restoring it again needs no copy (steps after it only write further on).
+        self._resident: Past | None = None
+        self._logits: npt.NDArray[np.float32] | None = None
+        if layout.last_logits_only and layout.vocab_size:
+            self._logits = np.zeros((1, 1, layout.vocab_size), dtype=np.float32)
+            self._binding.bind_ortvalue_output(
+                "logits", ort.OrtValue.ortvalue_from_numpy(self._logits)
+            )
+        else:
+            self._binding.bind_output("logits", "cpu")
+
+    def reset(self) -> None:
+        """Nothing to clear: the mask length tells the graph how much of the buffer is valid."""
+        self._resident = None
+
+    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """One step; KV appended in place, logits written to the bound array."""
+        # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
+        feeds = self._small_inputs(ids, past_len)
+        for name, value in feeds.items():
+            self._binding.bind_cpu_input(name, value)
+        if self._logits is None:
+            # Re-bind each step: a kept output from the last run would be treated as
+            # preallocated, and the prefill's [1, n, vocab] cannot take a decode step's.
+            self._binding.bind_output("logits", "cpu")
+        try:
+            self._session.run_with_iobinding(self._binding)
+        except Exception as exc:
+            raise _failed(past_len, exc) from exc
+        logits: npt.NDArray[np.float32]
+        if self._logits is not None:
+            logits = self._logits
+        else:
+            # Bound outputs come back in binding order: the caches first, logits last.
+            logits = self._binding.get_outputs()[-1].numpy()
+        row: npt.NDArray[np.float32] = logits[0, -1]
+        return row
+
+    def snapshot(self, n: int) -> Past:
+        """Copies of the first ``n`` positions of every buffer."""
+        kept = {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self._buffers.items()}
+        self._resident = kept
+        return kept
+
+    def restore(self, past: Past) -> None:
+        """Copy the snapshot back into the head of the buffers, unless it is still there."""
+        if past is self._resident:
+            return
+        for name, kept in past.items():
+            self._buffers[name][:, :, : kept.shape[2]] = kept
+        self._resident = past
+
+
+def make_engine(
+    session: ort.InferenceSession, layout: KvLayout, context: int, *, io_binding: bool = True
+) -> DecoderEngine:
+    """The fastest engine the graph allows, or the plain one when ``io_binding`` is off."""
+    if not io_binding:
+        return PlainEngine(session, layout, context)
+    if layout.shared_buffer:
+        return SharedBufferEngine(session, layout, context)
+    return BoundGrowingEngine(session, layout, context)

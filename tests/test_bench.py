@@ -1,0 +1,127 @@
+"""``edge-agent bench``: table and ratios, peers skipped cleanly, a real run (no speed asserts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.bench.report import render_table
+from edge_agent.bench.result import EngineResult
+from edge_agent.bench.runner import Contender, run_all
+from edge_agent.bench.workload import Workload, build
+from edge_agent.cli.bench import add_bench_command
+from edge_agent.export.tiny import TinyModel
+from tests.support.agent import run_cli
+
+
+def _result(engine: str, decode: float, rss: float, **kw: object) -> EngineResult:
+    return EngineResult(
+        engine=engine,
+        prompt_tokens=128,
+        new_tokens=64,
+        prefill_tok_s=100.0,
+        decode_tok_s=decode,
+        ttft_s=1.0,
+        peak_rss_mb=rss,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_the_table_shows_ours_over_peer_ratios_and_skipped_peers() -> None:
+    ours = _result("edge-agent", 10.0, 1000.0, ttft_uncached_s=4.0, ttft_cached_s=1.0)
+    genai = _result("onnxruntime-genai", 8.0, 2000.0)
+    llama = EngineResult(engine="llama.cpp", skipped="llama-cpp-python is not installed")
+    table = render_table([ours, genai, llama])
+    decode = next(line for line in table.splitlines() if line.startswith("decode tok/s"))
+    assert decode.split()[-1] == "1.25x"
+    rss = next(line for line in table.splitlines() if line.startswith("peak RSS"))
+    assert rss.split()[-1] == "0.50x"
+    assert "cached-prefix TTFT / uncached TTFT (ours): 0.25" in table
+    assert "skipped llama.cpp: llama-cpp-python is not installed" in table
+    assert "ours/genai" in table
+    assert "ours/llama" not in table
+
+
+def test_the_workload_gives_every_engine_the_same_ids() -> None:
+    words = ["alpha", "beta", "gamma", "delta"]
+
+    def encode(text: str) -> list[int]:
+        return [hash(w) % 1000 for w in text.split()]
+
+    def decode(ids: list[int]) -> str:
+        return " ".join(words[i % 4] for i in ids)
+
+    work = build(
+        encode, decode, prompt_tokens=16, new_tokens=4, prefix_tokens=20, suffix_tokens=5, runs=1
+    )
+    assert work.prompt_ids == encode(work.prompt_text)
+    assert len(work.prompt_ids) == 16
+    assert work.prefix_ids + work.suffix_ids == encode(work.prefix_text + work.suffix_text)
+
+
+def test_a_missing_peer_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    work = Workload([1, 2], "a b", [1], "a", [2], " b", new_tokens=2, runs=1)
+    peers = [
+        Contender("onnxruntime-genai", tmp_path / "no-such-folder", sys.executable),
+        Contender("llama.cpp", tmp_path / "no.gguf", sys.executable),
+    ]
+    results = run_all(peers, work, threads=1, context=64, timeout_s=120)
+    for result in results:
+        assert result.skipped, result
+        assert (
+            "not installed" in result.skipped
+            or "does not exist" in result.skipped
+            or ("genai_config.json" in result.skipped)
+        )
+
+
+def _run_bench(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    parser = argparse.ArgumentParser()
+    add_bench_command(parser.add_subparsers())
+    args = parser.parse_args(["bench", "model", *argv])
+    assert args.handler(args) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_runs_on_the_tiny_model_and_prints_the_table(
+    tiny_model: TinyModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", str(tiny_model.int4_dir), "--runs", "1", "--prompt-tokens", "16"]
+    out = _run_bench([*argv, "--new-tokens", "8"], capsys)
+    rows = {
+        line.split("  ")[0].strip(): line.split()[-1] for line in out.splitlines() if "  " in line
+    }
+    assert rows["prompt tokens"] == "16"
+    assert rows["new tokens"] == "8"
+    for metric in ("prefill tok/s", "decode tok/s", "TTFT s", "peak RSS MiB"):
+        assert float(rows[metric]) > 0, metric
+    assert float(rows["TTFT long, cached prefix s"]) > 0
+
+
+@pytest.mark.slow
+def test_bench_through_the_real_cli(tiny_model: TinyModel) -> None:
+    result = run_cli(
+        "bench", "model", "--model", str(tiny_model.int4_dir), "--runs", "1",
+        "--prompt-tokens", "16", "--new-tokens", "8", "--peers",
+        "--peer-python", sys.executable,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "decode tok/s" in result.stdout
+    assert "skipped onnxruntime-genai" in result.stdout
+
+
+def test_ingest_and_broker_benchmarks_run_and_print_ratios(broker: object) -> None:
+    ingest = run_cli("bench", "ingest", "--messages", "2000", "--repeats", "1")
+    assert ingest.returncode == 0, ingest.stderr
+    assert "vs json.loads" in ingest.stdout
+    assert "parse+window+anomaly" in ingest.stdout
+    through = run_cli("bench", "broker", "--messages", "2000")
+    assert through.returncode == 0, through.stderr
+    assert "peer: plain paho" in through.stdout
+    ours = next(line for line in through.stdout.splitlines() if line.startswith("edge-agent"))
+    assert ours.split()[-4] == "2,000"  # received
+    assert ours.split()[-3] == "0"  # lost

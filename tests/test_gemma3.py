@@ -1,0 +1,78 @@
+"""The prepared Gemma 3 270M default model: fluent, faithful to its float export, cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from edge_agent.export.gemma3 import Prepared
+from edge_agent.export.quality import DEFAULT_TEXT, compare
+from edge_agent.llm.manifest import verify
+from tests.support.agent import run_cli
+from tests.support.models import OnnxHarness, gemma3_model  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "The capital of France is"
+# Greedy continuation measured on the fp32 export: " the capital of the country of France."
+FP32_CONTINUATION = [506, 5279, 529, 506, 2891, 529, 7001, 236761]
+MATCHED_PREFIX = 4
+# Measured 0.9705 top-1 agreement and 0.0026 mean KL over 2,099 tokens (int8 blocks,
+# int8 head shared with the embedding). Pinned a little below so noise cannot flake.
+MIN_TOP1 = 0.95
+MAX_MEAN_KL = 0.01
+
+
+def _greedy(folder: Path, n: int) -> list[int]:
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ids = tok.encode("<bos>" + PROMPT, add_special_tokens=False).ids
+    assert ids == [2, 818, 5279, 529, 7001, 563]
+    return OnnxHarness(folder).greedy_without_cache(ids, n, {1, 106})[0]
+
+
+def test_fp32_export_continues_the_prompt_fluently(gemma3_model: Prepared) -> None:  # noqa: F811
+    assert gemma3_model.fp32_dir is not None
+    assert _greedy(gemma3_model.fp32_dir, len(FP32_CONTINUATION)) == FP32_CONTINUATION
+
+
+def test_quantized_model_matches_the_fp32_continuation(gemma3_model: Prepared) -> None:  # noqa: F811
+    new = _greedy(gemma3_model.int4_dir, MATCHED_PREFIX)
+    assert new == FP32_CONTINUATION[:MATCHED_PREFIX]
+
+
+def test_manifest_prompts_a_base_model(gemma3_model: Prepared) -> None:  # noqa: F811
+    manifest = verify(gemma3_model.int4_dir)
+    assert manifest.family == "gemma3"
+    assert manifest.prompt_format == "completion"
+    assert manifest.render("Hi") == "<bos>Hi"
+    assert manifest.stop_strings == ("\n\n",)
+    assert set(manifest.eos_token_ids) == {1, 106}
+    assert manifest.quantization.shared_embedding
+    assert (manifest.num_layers, manifest.num_kv_heads, manifest.head_dim) == (18, 1, 256)
+
+
+def test_runtime_stops_a_base_model_at_a_blank_line(gemma3_model: Prepared) -> None:  # noqa: F811
+    from edge_agent.llm.base import GenerationRequest
+    from edge_agent.llm.runtime import OnnxGenerator
+
+    generator = OnnxGenerator.load(gemma3_model.int4_dir, threads=2)
+    prompt = generator.render("Q: What is the capital of France?\nA: Paris.\n\nQ: What is 2+2?\nA:")
+    result = generator.generate(GenerationRequest(prompt, max_new_tokens=24))
+    assert "\n\n" not in result.text
+    assert "4" in result.text
+
+
+def test_quality_floor_over_the_fixed_text(gemma3_model: Prepared) -> None:  # noqa: F811
+    assert gemma3_model.fp32_dir is not None
+    result = compare(gemma3_model.int4_dir, gemma3_model.fp32_dir, DEFAULT_TEXT.read_text())
+    assert result.tokens >= 2000
+    assert result.top1_agreement >= MIN_TOP1
+    assert result.mean_kl <= MAX_MEAN_KL
+
+
+def test_prepare_cli_returns_the_cached_folder(gemma3_model: Prepared) -> None:  # noqa: F811
+    done = run_cli("model", "prepare", "gemma3-270m")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(gemma3_model.int4_dir)
