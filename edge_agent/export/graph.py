@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import tempfile
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from transformers import PreTrainedModel
 
 from edge_agent.errors import ExportError
-from edge_agent.export.onnx_export import DATA_FILE, MODEL_FILE
+from edge_agent.export.onnx_export import DATA_FILE, MODEL_FILE, trace_with_optimum
 from edge_agent.export.progress import track
 from edge_agent.export.weights import Weights
 
@@ -54,35 +53,14 @@ def export_graph(model: PreTrainedModel) -> Graph:
 
     ``model`` is consumed: its parameters are replaced by placeholders.
     """
-    from optimum.exporters.onnx import onnx_export_from_model
-    from torch.jit._trace import TracerWarning
-
-    if model.config._attn_implementation != "eager":
-        # SDPA/flash paths drop Gemma 2's attention soft-cap; the export would look fine
-        # and be numerically wrong.
-        raise ExportError("export the model with attn_implementation='eager'")
     model.tie_weights()  # type: ignore[no-untyped-call]
     buffers = {name: b.detach().float().numpy().copy() for name, b in model.named_buffers()}
     _use_placeholders(model)
     with tempfile.TemporaryDirectory(prefix="graph-") as tmp, _without_params():
         raw = Path(tmp)
-        try:
-            with warnings.catch_warnings():
-                # Tracing warns about Python control flow on shapes; the parity tests
-                # check the traced graph against torch at several lengths instead.
-                warnings.simplefilter("ignore", TracerWarning)
-                onnx_export_from_model(
-                    model,
-                    raw,
-                    task="text-generation-with-past",
-                    no_post_process=True,
-                    do_validation=False,
-                    # Folding would lift traced constants into weightless inputs;
-                    # onnxruntime folds them at load time instead.
-                    do_constant_folding=False,
-                )
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            raise ExportError(f"optimum export failed: {exc}") from exc
+        # Folding would lift traced constants into weightless inputs; onnxruntime folds
+        # them at load time instead.
+        trace_with_optimum(model, raw, fold_constants=False)
         graph = onnx.load(str(raw / MODEL_FILE))
         sidecars = {n: (raw / n).read_bytes() for n in _SIDECARS if (raw / n).is_file()}
     log.info("onnx_graph_exported", nodes=len(graph.graph.node), inputs=len(graph.graph.input))

@@ -23,32 +23,41 @@ DATA_FILE = "model.onnx.data"
 _SIDECARS = ("config.json", "generation_config.json")
 
 
-def export_decoder(model: PreTrainedModel, out_dir: Path) -> None:
-    """Write ``model.onnx`` + ``model.onnx.data`` (+ HF config) for ``model`` into ``out_dir``.
+def trace_with_optimum(
+    model: PreTrainedModel, raw_dir: Path, *, fold_constants: bool = True
+) -> None:
+    """Trace ``model`` with optimum (``text-generation-with-past``) into ``raw_dir``.
 
-    Post-processing (the merged decoder) is off: one graph that takes an empty past
-    for prefill serves both prefill and decode.
+    The one place both export paths (the tiny test model and ``model export``) call
+    optimum. Post-processing (the merged decoder) is off: one graph that takes an empty
+    past for prefill serves both prefill and decode, and it crashes above 2 GB.
     """
     if model.config._attn_implementation != "eager":
         # SDPA/flash paths drop Gemma 2's attention soft-cap; the export would look fine
         # and be numerically wrong.
         raise ExportError("export the model with attn_implementation='eager'")
+    try:
+        with warnings.catch_warnings():
+            # Tracing warns about Python control flow on shapes; the parity tests
+            # check the traced graph against torch at several lengths instead.
+            warnings.simplefilter("ignore", TracerWarning)
+            onnx_export_from_model(
+                model,
+                raw_dir,
+                task="text-generation-with-past",
+                no_post_process=True,
+                do_validation=False,
+                do_constant_folding=fold_constants,
+            )
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise ExportError(f"optimum export failed: {exc}") from exc
+
+
+def export_decoder(model: PreTrainedModel, out_dir: Path) -> None:
+    """Write ``model.onnx`` + ``model.onnx.data`` (+ HF config) for ``model`` into ``out_dir``."""
     with tempfile.TemporaryDirectory(prefix="optimum-") as tmp:
         raw = Path(tmp)
-        try:
-            with warnings.catch_warnings():
-                # Tracing warns about Python control flow on shapes; the parity tests
-                # check the traced graph against torch at several lengths instead.
-                warnings.simplefilter("ignore", TracerWarning)
-                onnx_export_from_model(
-                    model,
-                    raw,
-                    task="text-generation-with-past",
-                    no_post_process=True,
-                    do_validation=False,
-                )
-        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-            raise ExportError(f"optimum export failed: {exc}") from exc
+        trace_with_optimum(model, raw)
         save_with_external_data(onnx.load(str(raw / MODEL_FILE)), out_dir)
         for name in _SIDECARS:
             if (raw / name).is_file():
