@@ -110,8 +110,6 @@ def build_agent(
             max_new_tokens=summary.max_new_tokens,
             ask_max_new_tokens=summary.ask_max_new_tokens,
             deadline_s=summary.deadline_s,
-            language=summary.language,
-            home=summary.home,
         ),
     )
     return Agent(transport, narrator, routes, config, store, detector, clock, handlers, actions)
@@ -153,7 +151,6 @@ def assemble(settings: Settings, generator: Generator, clock: Callable[[], float
     transport = build_transport(settings, extra)
     worker = InferenceWorker(generator, settings.summary.max_backlog)
     handlers: dict[str, Callable[[Message], None]] = {}
-    retained: dict[str, bytes] = {}
     publisher: DiscoveryPublisher | None = None
     if ha.enabled:
         publisher = DiscoveryPublisher(
@@ -161,7 +158,7 @@ def assemble(settings: Settings, generator: Generator, clock: Callable[[], float
             discovery_messages(node, ha.discovery_mode),
             status_topic=node.status_topic,
             jitter_s=ha.birth_jitter_s,
-            states=lambda: list(retained.items()),
+            states=lambda: list(agent.retained.items()),
         )
         handlers[node.status_topic] = lambda message: publisher.on_status(message.payload)
     actions = build_engine(
@@ -177,7 +174,6 @@ def assemble(settings: Settings, generator: Generator, clock: Callable[[], float
     if actions is not None:
         handlers.update(actions.handlers(approve=approve, reject=reject))
     agent = build_agent(settings, transport, worker, clock, handlers, actions)
-    agent.retained = retained  # one dict: what the agent keeps is what HA's birth replays
     status = StatusReporter(
         transport.publish,
         mqtt.topic("status"),

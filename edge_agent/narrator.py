@@ -32,8 +32,6 @@ class NarratorConfig:
     max_new_tokens: int
     ask_max_new_tokens: int
     deadline_s: float
-    language: str
-    home: str
 
 
 @dataclass(frozen=True, slots=True)

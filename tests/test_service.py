@@ -80,7 +80,7 @@ def _agent(
     gen: ScriptedGenerator, transport: MemoryTransport, store: WindowStore | None = None
 ) -> tuple[Agent, InferenceWorker]:
     worker = InferenceWorker(gen, max_backlog=4)
-    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, "en", ""))
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0))
     route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", "kitchen")
     config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
     agent = Agent(
@@ -180,7 +180,7 @@ def test_a_threshold_anomaly_is_published_and_rate_limited() -> None:
     transport = MemoryTransport()
     gen = ScriptedGenerator("CO2 is high.", "CO2 is high.")
     worker = InferenceWorker(gen, max_backlog=4)
-    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, "en", ""))
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0))
     route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", "office")
     config = AgentConfig(
         TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536, anomaly_min_interval_s=300
@@ -209,7 +209,7 @@ def test_an_expired_question_is_dropped_not_answered() -> None:
     now = [1000.0]
     gen = ScriptedGenerator("late", "on time")
     worker = InferenceWorker(gen, max_backlog=4)
-    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, "en", ""))
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0))
     route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", None)
     config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
     agent = Agent(
