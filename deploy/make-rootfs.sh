@@ -15,7 +15,18 @@ ARCH=${1:?usage: make-rootfs.sh ARCH DEST}
 DEST=${2:?usage: make-rootfs.sh ARCH DEST}
 EXTRA=${3:-}
 SUITE=bookworm
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The host's own Debian mirror (first URIs line of its apt sources) unless DEBIAN_MIRROR says.
+host_mirror() {
+    local uri
+    uri=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list \
+        | grep -v security | awk '{for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) {print $i; exit}}')
+    if [ -z "$uri" ]; then
+        echo "make-rootfs.sh: no Debian mirror in /etc/apt sources; set DEBIAN_MIRROR" >&2
+        exit 1
+    fi
+    echo "$uri"
+}
+MIRROR=${DEBIAN_MIRROR:-$(host_mirror)}
 CACHE=${EDGE_AGENT_CACHE:-$HOME/.cache/edge-agent}
 # python3-venv for the service's venv; ca-certificates so pip can reach the index.
 INCLUDE=python3,python3-venv,ca-certificates${EXTRA:+,$EXTRA}

@@ -1,4 +1,8 @@
-"""The exported tiny Gemma 2 computes what torch eager computes, soft-cap and window included."""
+"""Both graph engines compute what torch eager computes, soft-cap and window included.
+
+The fused graph (the default) and the traced optimum graph are exported from the same
+tiny Gemma 2 weights and held to the same bounds.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +28,14 @@ PREFILL = 40  # then SEQ_LEN - PREFILL single-token steps through the KV cache
 # Measured about 2e-5 (logits have std ~2.7); the sensitivity checks below show
 # that losing the soft-cap or the window moves logits by >1e4 times this.
 FP32_ATOL = 2e-4
-# int4 (block 32, symmetric, int8 activations) against fp32 on this random model,
-# whose logits are much flatter than a trained model's. Measured: top-1 agreement
-# 0.83, max |logit error| 5.6, mean KL 0.20, max KL 0.47.
-INT4_MIN_TOP1 = 0.75
+# int4 (block 32, symmetric, int8 activations, the embedding sharing the head's int4
+# blocks) against fp32 on this random model, whose logits are much flatter than a
+# trained model's. Measured, identical for both graph engines (same quantizer, same
+# weights): top-1 agreement 0.83, max |logit error| 6.1, mean KL 0.29, max KL 0.85.
+INT4_MIN_TOP1 = 0.78
 INT4_MAX_ABS = 7.0
-INT4_MEAN_KL = 0.3
-INT4_MAX_KL = 0.7
+INT4_MEAN_KL = 0.35
+INT4_MAX_KL = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,14 @@ def _torch_logits(tiny: TinyModel, ids: list[int], **overrides: object) -> np.nd
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
     return np.asarray(logits.numpy(), dtype=np.float64)
+
+
+@pytest.fixture(scope="module", params=["fused", "optimum"])
+def built(request: pytest.FixtureRequest) -> TinyModel:
+    """The tiny build through one graph engine."""
+    fixture = "tiny_model" if request.param == "fused" else "tiny_optimum"
+    model: TinyModel = request.getfixturevalue(fixture)
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +89,9 @@ def test_the_recipe_makes_window_and_softcap_matter(tiny_model: TinyModel) -> No
 
 
 def test_fp32_onnx_matches_torch_eager_through_the_kv_cache(
-    tiny_model: TinyModel, reference: Reference
+    built: TinyModel, reference: Reference
 ) -> None:
-    onnx_logits = OnnxHarness(tiny_model.fp32_dir).cached_logits(reference.ids, PREFILL)
+    onnx_logits = OnnxHarness(built.fp32_dir).cached_logits(reference.ids, PREFILL)
     assert onnx_logits.shape == reference.eager.shape
     error = np.abs(onnx_logits - reference.eager)
     assert error.max() < FP32_ATOL, f"max |diff| {error.max():.2e}"
@@ -87,13 +100,13 @@ def test_fp32_onnx_matches_torch_eager_through_the_kv_cache(
 
 
 def test_parity_is_sensitive_to_the_attention_softcap(
-    tiny_model: TinyModel, reference: Reference
+    tiny_model: TinyModel, built: TinyModel, reference: Reference
 ) -> None:
     # SDPA ignores Gemma 2's attention soft-cap: if the export had taken that path,
     # the ONNX logits would sit this far from eager.
     sdpa = _torch_logits(tiny_model, reference.ids, attn_implementation="sdpa")
     assert np.abs(sdpa - reference.eager).max() > 1000 * FP32_ATOL
-    onnx_logits = OnnxHarness(tiny_model.fp32_dir).full_logits(reference.ids)
+    onnx_logits = OnnxHarness(built.fp32_dir).full_logits(reference.ids)
     assert np.abs(onnx_logits - sdpa).max() > 1000 * FP32_ATOL
 
 
@@ -106,8 +119,8 @@ def test_parity_is_sensitive_to_the_sliding_window(
     assert np.abs(no_window - reference.eager).max() > 1000 * FP32_ATOL
 
 
-def test_int4_tracks_the_float_model(tiny_model: TinyModel, reference: Reference) -> None:
-    int4 = OnnxHarness(tiny_model.int4_dir).cached_logits(reference.ids, PREFILL)
+def test_int4_tracks_the_float_model(built: TinyModel, reference: Reference) -> None:
+    int4 = OnnxHarness(built.int4_dir).cached_logits(reference.ids, PREFILL)
     top1 = float((int4.argmax(-1) == reference.eager.argmax(-1)).mean())
     kl = _kl(reference.eager, int4)
     error = np.abs(int4 - reference.eager).max()
@@ -120,9 +133,9 @@ def test_int4_tracks_the_float_model(tiny_model: TinyModel, reference: Reference
 
 
 def test_int4_graph_quantizes_every_weight_matmul_including_the_lm_head(
-    tiny_model: TinyModel,
+    built: TinyModel,
 ) -> None:
-    graph = onnx.load(str(tiny_model.int4_dir / "model.onnx"), load_external_data=False).graph
+    graph = onnx.load(str(built.int4_dir / "model.onnx"), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
     float_weight_matmuls = [
         n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights
@@ -134,6 +147,30 @@ def test_int4_graph_quantizes_every_weight_matmul_including_the_lm_head(
     assert attrs["bits"] == 4
     assert attrs["block_size"] == 32
     assert attrs["accuracy_level"] == 4
-    int4_bytes = (tiny_model.int4_dir / "model.onnx.data").stat().st_size
-    fp32_bytes = (tiny_model.fp32_dir / "model.onnx.data").stat().st_size
+    int4_bytes = (built.int4_dir / "model.onnx.data").stat().st_size
+    fp32_bytes = (built.fp32_dir / "model.onnx.data").stat().st_size
     assert int4_bytes < fp32_bytes / 2
+    # The tied embedding reads the head's int4 blocks: no float copy of it is left.
+    gathers = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(gathers) == 1
+    assert gathers[0].input[2] in {n.input[2] for n in nbits if "lm_head" in n.name}
+
+
+def test_the_fused_graph_is_the_compact_contrib_op_graph(
+    tiny_model: TinyModel, tiny_optimum: TinyModel
+) -> None:
+    def load(folder: TinyModel) -> onnx.GraphProto:
+        path = folder.int4_dir / "model.onnx"
+        return onnx.load(str(path), load_external_data=False).graph
+
+    fused, traced = load(tiny_model), load(tiny_optimum)
+    ops = [n.op_type for n in fused.node]
+    layers = len([i for i in fused.input if i.name.endswith(".key")])
+    assert ops.count("GroupQueryAttention") == layers == 4
+    assert ops.count("SkipSimplifiedLayerNormalization") == 2 * layers
+    # QKV, output, gate, up, down per layer (seven without the QKV fusion), plus the head.
+    assert ops.count("MatMulNBits") == 5 * layers + 1
+    assert len(fused.node) * 5 < len(traced.node)
+    # The LM head runs on the last position only.
+    logits = next(o for o in fused.output if o.name == "logits")
+    assert logits.type.tensor_type.shape.dim[1].dim_value == 1

@@ -46,7 +46,9 @@ def export(args: argparse.Namespace) -> int:
         from edge_agent.export.sources import resolve
 
         source = resolve(args.source, revision=args.revision, dtype=args.dtype)
-        result = export_model(source, args.out, quant_spec(args), fp32_dir=args.fp32_out)
+        result = export_model(
+            source, args.out, quant_spec(args), fp32_dir=args.fp32_out, graph=args.graph
+        )
         if result.fp32_dir is not None:
             print(f"fp32: {result.fp32_dir}")
         return result.int4_dir
@@ -63,7 +65,11 @@ def prepare(args: argparse.Namespace) -> int:
         from edge_agent.export.tiny import default_cache_root
 
         prepared = prepare_gemma3_270m(
-            default_cache_root(), out_dir=args.out, keep_fp32=not args.no_fp32, progress=True
+            default_cache_root(),
+            out_dir=args.out,
+            keep_fp32=not args.no_fp32,
+            graph=args.graph,
+            progress=True,
         )
         if prepared.fp32_dir is not None:
             print(f"fp32: {prepared.fp32_dir}")
@@ -79,7 +85,7 @@ def build_random(args: argparse.Namespace) -> int:
     def run() -> Path:
         from edge_agent.export.random_model import build_random as build
 
-        return build(args.shape, args.out, quant_spec(args)).int4_dir
+        return build(args.shape, args.out, quant_spec(args), graph=args.graph).int4_dir
 
     return _run("building the random-weight model", run)
 

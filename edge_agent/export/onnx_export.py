@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,8 +17,6 @@ log = structlog.get_logger(__name__)
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
-# optimum writes these next to the graph; ORT-based HF tooling wants config.json.
-_SIDECARS = ("config.json", "generation_config.json")
 
 
 def trace_with_optimum(
@@ -51,18 +47,6 @@ def trace_with_optimum(
             )
     except (RuntimeError, ValueError, TypeError, KeyError) as exc:
         raise ExportError(f"optimum export failed: {exc}") from exc
-
-
-def export_decoder(model: PreTrainedModel, out_dir: Path) -> None:
-    """Write ``model.onnx`` + ``model.onnx.data`` (+ HF config) for ``model`` into ``out_dir``."""
-    with tempfile.TemporaryDirectory(prefix="optimum-") as tmp:
-        raw = Path(tmp)
-        trace_with_optimum(model, raw)
-        save_with_external_data(onnx.load(str(raw / MODEL_FILE)), out_dir)
-        for name in _SIDECARS:
-            if (raw / name).is_file():
-                shutil.copyfile(raw / name, out_dir / name)
-    log.info("onnx_exported", path=str(out_dir / MODEL_FILE))
 
 
 def save_with_external_data(

@@ -38,6 +38,28 @@ class QualityResult:
         )
 
 
+def scoring_session(folder: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    """A session over ``folder``'s graph that emits logits for every position.
+
+    A fused graph computes the LM head for the last position only; scoring needs all
+    of them, so the graph is edited in memory and its weights read from ``folder``.
+    """
+    import onnx
+
+    from edge_agent.export.fused import all_positions
+
+    path = folder / "model.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    if not all_positions(model):
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.add_session_config_entry(
+        "session.model_external_initializers_file_folder_path", str(folder)
+    )
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
 class _Scorer:
     """Runs a model folder's graph over a long sequence in cached chunks."""
 
@@ -45,9 +67,7 @@ class _Scorer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(
-                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = scoring_session(folder, options)
         except Exception as exc:  # onnxruntime raises bare pybind exceptions
             raise ModelError(f"cannot load {folder / 'model.onnx'}: {exc}") from exc
         self._outputs = [o.name for o in self.session.get_outputs()]

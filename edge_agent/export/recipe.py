@@ -10,7 +10,7 @@ from edge_agent.export.tokenizer import CORPUS, SPECIAL_TOKENS
 
 # Bump when the export, quantize or folder code changes what it writes: the cache
 # key includes it, so old builds are not reused.
-EXPORT_CODE_VERSION = 1
+EXPORT_CODE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

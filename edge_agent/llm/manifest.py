@@ -61,6 +61,9 @@ class Manifest:
     num_layers: int | None = None
     num_kv_heads: int | None = None
     head_dim: int | None = None
+    graph: str | None = None
+    """How the graph was made: ``fused`` (contrib ops, written directly) or ``optimum``
+    (traced); ``None`` in folders from before the field existed."""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -103,6 +106,7 @@ class Manifest:
                 num_layers=_opt_int(raw.get("num_layers")),
                 num_kv_heads=_opt_int(raw.get("num_kv_heads")),
                 head_dim=_opt_int(raw.get("head_dim")),
+                graph=_opt_str(raw.get("graph")),
                 schema_version=version,
             )
         except ModelError:
@@ -247,6 +251,10 @@ def _prompt_format(value: Any) -> PromptFormat:
     if value not in _FORMATS:
         raise ValueError(f"prompt_format must be one of {_FORMATS}, not {value!r}")
     return cast(PromptFormat, value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _opt_int(value: Any) -> int | None:

@@ -100,7 +100,13 @@ class OnnxGenerator:
         # Before the session: the tokenizer's parse garbage must not add to its peak.
         release_freed_heap()
         graph = model_dir / "model.onnx"
-        session = open_session(graph, threads=threads, provider=provider, log_severity=log_severity)
+        session = open_session(
+            graph,
+            threads=threads,
+            provider=provider,
+            log_severity=log_severity,
+            fold_constants=manifest.graph != "fused",
+        )
         shared = uses_group_query_attention(graph)
         layout = KvLayout.from_session(session, manifest, shared_buffer=shared)
         generator = cls(session, tokenizer, manifest, layout, io_binding=io_binding)

@@ -11,7 +11,7 @@ import pytest
 from edge_agent.export.gemma3 import Prepared, prepare_gemma3_270m
 from edge_agent.export.tiny import TinyModel, build_tiny_gemma2, default_cache_root
 
-__all__ = ["OnnxHarness", "gemma3_model", "tiny_model"]
+__all__ = ["OnnxHarness", "gemma3_model", "tiny_model", "tiny_optimum"]
 
 
 @pytest.fixture(scope="session")
@@ -34,13 +34,38 @@ def gemma3_model() -> Prepared:
     return prepare_gemma3_270m(default_cache_root(), progress=False)
 
 
+@pytest.fixture(scope="session")
+def tiny_optimum(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The tiny model's weights through the traced (optimum) graph engine instead.
+
+    Same torch weights, tokenizer and int4 settings; only the graph differs.
+    """
+    from edge_agent.export.build import build_folders
+    from edge_agent.export.recipe import TINY_GEMMA2
+
+    root = tmp_path_factory.mktemp("tiny-optimum") / "build"
+    built = TinyModel.at(root)
+    build_folders(
+        TINY_GEMMA2,
+        hf_dir=built.hf_dir,
+        fp32_dir=built.fp32_dir,
+        int4_dir=built.int4_dir,
+        progress=False,
+        graph="optimum",
+    )
+    return built
+
+
 class OnnxHarness:
-    """Drives ``model.onnx`` directly, written separately from ``edge_agent.llm``."""
+    """Drives ``model.onnx`` directly, written separately from ``edge_agent.llm``.
+
+    A fused graph is loaded with its LM head on every position (see ``scoring_session``).
+    """
 
     def __init__(self, model_dir: Path) -> None:
-        self.session = ort.InferenceSession(
-            str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"]
-        )
+        from edge_agent.export.quality import scoring_session
+
+        self.session = scoring_session(model_dir, ort.SessionOptions())
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._past = {
             i.name: (i.shape[1], i.shape[3])
