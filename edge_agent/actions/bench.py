@@ -1,18 +1,32 @@
-"""Benchmark of constrained decoding: processor cost per token against a decode step.
+"""Benchmark of constrained decoding: the constraint's cost per token against a decode step.
 
-    python -m edge_agent.actions.bench MODEL_DIR [--vocab-gguf FILE.gguf] [--tokens N]
+    edge-agent bench actions --model DIR [--runs N] [--new-tokens N] [--threads N]
+    python -m edge_agent.actions.bench DIR            (the same, without the CLI)
 
-With a model folder, it times unconstrained and constrained generation on the real
-runtime (the processor's own time is measured around each call). ``--vocab-gguf`` also
-times the processor alone over a GGUF file's vocabulary (e.g. Gemma 3's 262k tokens)
-driven by random logits, cold (masks being computed) and warm (cached).
+On one model folder, in one process, each round runs three greedy generations of the
+same proposal prompt (the engine's, over a two-action allowlist):
+
+* unconstrained: the model's decode step (ms per token), the peer of the others;
+* constrained, cold: a fresh constraint, so its masks are computed as tokens need them
+  (what the first proposal cost before the start-up warm-up);
+* constrained, warm: a fresh constraint warmed first (the warm-up is timed), as the
+  service now runs it.
+
+The constraint's own time (mask lookup or computation, plus masking the logits) is
+measured around every call of the logits processor; its % is taken against the
+unconstrained step of the same round. Medians and min-max over the rounds are printed.
+The warm constrained step minus the unconstrained one is shown as a cross-check: it also
+holds the runtime's copy of the logits for the hook, and much more noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +35,17 @@ import numpy.typing as npt
 from edge_agent.actions.constrain import ConstrainedProcessor, JsonConstraint
 from edge_agent.actions.dfa import compile_grammar
 from edge_agent.actions.grammar import build_grammar
+from edge_agent.actions.prompt import proposal_prompt
 from edge_agent.actions.vocab import TokenArrays, TokenTable
-from edge_agent.llm.base import GenerationRequest, Sampling
+from edge_agent.domain import MetricFacts
+from edge_agent.errors import ConfigError
+from edge_agent.llm.base import GenerationRequest
 from edge_agent.llm.runtime import OnnxGenerator
+from edge_agent.logs import configure_logging
 from edge_agent.settings import ActionSpec
 
-_SPECS = (
+REASON_MAX = 120
+SPECS = (
     ActionSpec(
         id="hall_light",
         description="Switch the hall light",
@@ -51,6 +70,48 @@ _SPECS = (
         params={"target": {"type": "float", "min": 5, "max": 30, "decimals": 1}},
     ),
 )
+"""The benchmark's allowlist: two actions, an enum, an int and a float parameter."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Median and range of one measure over the rounds."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        """Summarise ``values`` (at least one)."""
+        return cls(statistics.median(values), min(values), max(values))
+
+
+@dataclass(frozen=True, slots=True)
+class ActionsBench:
+    """One run of the benchmark; times in ms, shares in %."""
+
+    model: str
+    vocab: int
+    states: int
+    """DFA states once equivalent states are merged (as the service compiles it)."""
+    states_unmerged: int
+    rounds: int
+    step_ms: Spread
+    """Unconstrained decode step (the peer)."""
+    excess_ms: Spread
+    """Warm constrained step minus the unconstrained one of the round (cross-check)."""
+    cold_ms: Spread
+    warm_ms: Spread
+    cold_pct: Spread
+    warm_pct: Spread
+    warmup_ms: Spread
+    mask_bytes: int
+    """Masks of every reachable state, merged DFA."""
+    mask_bytes_unmerged: int
+    plain_tokens: int
+    constrained_tokens: int
+    output: str
 
 
 class _Timed:
@@ -69,108 +130,130 @@ class _Timed:
         return out
 
 
-def _model(model_dir: Path, tokens: int, runs: int) -> None:
-    gen = OnnxGenerator.load(model_dir, threads=2)
-    eos = gen.manifest.eos_token_ids
-    started = time.perf_counter()
-    table = TokenTable.from_tokenizer_json(model_dir / "tokenizer.json", eos)
-    constraint = JsonConstraint(
-        compile_grammar(build_grammar(_SPECS, 120)), TokenArrays.pack(table)
-    )
-    print(
-        f"vocab {constraint.tokens.size}, states {constraint.dfa.size}, "
-        f"build {1000 * (time.perf_counter() - started):.0f} ms"
-    )
-    prompt = gen.render("Which action, if any? Readings: hall_lamp brightness now 3.")
-    plain = GenerationRequest(prompt, max_new_tokens=tokens, sampling=Sampling(1.0, seed=0))
-    gen.generate(plain)
-    step = []
+def _facts() -> list[MetricFacts]:
+    now = time.time()
+    return [
+        MetricFacts("hall_lamp", "brightness", 12, 3.0, 0.0, 40.0, 9.5, now - 600, now),
+        MetricFacts("living_trv", "local_temperature", 12, 17.2, 17.0, 19.1, 18.0, now - 600, now),
+    ]
+
+
+def _step_ms(gen: OnnxGenerator) -> float:
+    t = gen.last_times
+    assert t is not None  # set by every generate()
+    return 1000 * t.decode_s / max(t.decode_tokens, 1)
+
+
+def bench_actions(
+    model_dir: Path, *, threads: int = 2, runs: int = 5, new_tokens: int = 96
+) -> ActionsBench:
+    """Measure constrained decoding on ``model_dir`` (see the module docstring)."""
+    if runs < 1 or new_tokens < 16 or threads < 1:
+        raise ConfigError("--runs and --threads must be at least 1, --new-tokens at least 16")
+    gen = OnnxGenerator.load(model_dir, threads=threads)
+    table = TokenTable.from_tokenizer_json(model_dir / "tokenizer.json", gen.manifest.eos_token_ids)
+    tokens = TokenArrays.pack(table)
+    grammar = build_grammar(SPECS, REASON_MAX)
+    dfa = compile_grammar(grammar)
+    unmerged = JsonConstraint(compile_grammar(grammar, merge=False), tokens)
+    unmerged.warm()
+    prompt = gen.render(proposal_prompt(_facts(), SPECS, style=gen.prompt_format).text)
+    budget = min(new_tokens, gen.context_length - gen.count_tokens(prompt))
+    if budget < 16:
+        raise ConfigError(f"the proposal prompt leaves {budget} tokens of {model_dir}'s context")
+    gen.generate(GenerationRequest(prompt, max_new_tokens=budget))  # onnxruntime warm-up
+
+    plain: list[float] = []
+    excess: list[float] = []
+    cold: list[float] = []
+    warm: list[float] = []
+    warmups: list[float] = []
     for _ in range(runs):
-        gen.generate(plain)
-        t = gen.last_times
-        assert t is not None
-        step.append(t.decode_s / max(t.decode_tokens, 1))
-    base = float(np.median(step))
-    print(f"unconstrained decode step: {1000 * base:.3f} ms/token")
-    for label in ("cold", "warm", "warm"):
-        timed = _Timed(constraint.processor(tokens))
-        result = gen.generate(
-            GenerationRequest(
-                prompt,
-                max_new_tokens=tokens,
-                sampling=Sampling(1.0, seed=1),
-                logits_processor=timed,
-            )
-        )
-        per = timed.seconds / max(timed.calls, 1)
-        print(
-            f"processor ({label}): {1000 * per:.3f} ms/token = {100 * per / base:.1f}% of a "
-            f"step over {timed.calls} tokens; output {result.text[:60]!r}"
-        )
-
-
-def _gguf_table(path: Path) -> TokenTable:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-    tokens = reader.fields["tokenizer.ggml.tokens"]
-    types = reader.fields["tokenizer.ggml.token_type"]
-    pieces: list[str | None] = []
-    for i, t in zip(tokens.data, types.data, strict=True):
-        kind = int(types.parts[t][0])
-        pieces.append(None if kind in (2, 3, 5) else bytes(tokens.parts[i]).decode("utf-8"))
-    eos = int(reader.fields["tokenizer.ggml.eos_token_id"].parts[-1][0])
-    return TokenTable.from_pieces(pieces, byte_level=False, eos_ids=[eos, 106])
-
-
-def _vocab_only(table: TokenTable, tokens: int, runs: int) -> None:
-    started = time.perf_counter()
-    constraint = JsonConstraint(
-        compile_grammar(build_grammar(_SPECS, 120)), TokenArrays.pack(table)
+        gen.generate(GenerationRequest(prompt, max_new_tokens=budget))
+        plain.append(_step_ms(gen))
+        assert gen.last_times is not None
+        plain_tokens = gen.last_times.decode_tokens
+        cold.append(_constrained(gen, JsonConstraint(dfa, tokens), prompt, budget)[0])
+        warmed = JsonConstraint(dfa, tokens)
+        warmups.append(1000 * warmed.warm().seconds)
+        per_token, calls, text = _constrained(gen, warmed, prompt, budget)
+        warm.append(per_token)
+        excess.append(_step_ms(gen) - plain[-1])
+    return ActionsBench(
+        model=str(model_dir),
+        vocab=tokens.size,
+        states=dfa.size,
+        states_unmerged=unmerged.dfa.size,
+        rounds=runs,
+        step_ms=Spread.of(plain),
+        excess_ms=Spread.of(excess),
+        cold_ms=Spread.of(cold),
+        warm_ms=Spread.of(warm),
+        cold_pct=Spread.of([100 * c / p for c, p in zip(cold, plain, strict=True)]),
+        warm_pct=Spread.of([100 * w / p for w, p in zip(warm, plain, strict=True)]),
+        warmup_ms=Spread.of(warmups),
+        mask_bytes=warmed.mask_bytes,
+        mask_bytes_unmerged=unmerged.mask_bytes,
+        plain_tokens=plain_tokens,
+        constrained_tokens=calls,
+        output=text,
     )
-    print(
-        f"vocab {constraint.tokens.size}, states {constraint.dfa.size}, "
-        f"build {1000 * (time.perf_counter() - started):.0f} ms"
+
+
+def _constrained(
+    gen: OnnxGenerator, constraint: JsonConstraint, prompt: str, budget: int
+) -> tuple[float, int, str]:
+    """One constrained generation: ms per processor call, calls, and the text."""
+    timed = _Timed(constraint.processor(budget))
+    result = gen.generate(GenerationRequest(prompt, max_new_tokens=budget, logits_processor=timed))
+    return 1000 * timed.seconds / max(timed.calls, 1), timed.calls, result.text
+
+
+def render(r: ActionsBench) -> str:
+    """A small table: one measure per line, median and min-max."""
+
+    def row(label: str, s: Spread, unit: str) -> str:
+        return f"{label:<40}{s.median:>9.3f} {unit:<3}{s.low:>9.3f} - {s.high:.3f}"
+
+    return "\n".join(
+        [
+            f"model {r.model}",
+            f"vocab {r.vocab}, {r.states} DFA states ({r.states_unmerged} before merging), "
+            f"{r.rounds} rounds; {r.plain_tokens} unconstrained and "
+            f"{r.constrained_tokens} constrained tokens per generation",
+            f"{'':<40}{'median':>9}    {'min - max':>9}",
+            row("unconstrained decode step", r.step_ms, "ms"),
+            row("constraint per token, cold masks", r.cold_ms, "ms"),
+            row("constraint per token, warm masks", r.warm_ms, "ms"),
+            row("  cold, % of an unconstrained step", r.cold_pct, "%"),
+            row("  warm, % of an unconstrained step", r.warm_pct, "%"),
+            row("mask warm-up (all states)", r.warmup_ms, "ms"),
+            row("warm constrained step - unconstrained", r.excess_ms, "ms"),
+            f"mask memory {r.mask_bytes:,} bytes ({r.mask_bytes_unmerged:,} before merging "
+            "equivalent states)",
+            f"output {r.output[:100]!r}",
+        ]
     )
-    size = constraint.tokens.size
-    base_times = []
-    for run in range(runs):
-        rng = np.random.default_rng(run)
-        timed = _Timed(constraint.processor(tokens))
-        out: list[int] = []
-        sample_s = 0.0
-        while len(out) < tokens:
-            logits = rng.normal(size=size).astype(np.float32) * 3
-            masked = timed(out, logits)
-            t0 = time.perf_counter()
-            token = int(np.argmax(masked))  # greedy over the masked logits
-            sample_s += time.perf_counter() - t0
-            if token in set(constraint.tokens.eos.tolist()):
-                break
-            out.append(token)
-        base_times.append(sample_s / max(timed.calls, 1))
-        label = "cold" if run == 0 else "warm"
-        print(
-            f"processor ({label}): {1000 * timed.seconds / max(timed.calls, 1):.3f} ms/token "
-            f"over {timed.calls} tokens, {constraint.cached_states} states cached; "
-            f"argmax over the vocab alone {1000 * base_times[-1]:.3f} ms"
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("model_dir", type=Path, nargs="?")
-    parser.add_argument("--vocab-gguf", type=Path)
-    parser.add_argument("--tokens", type=int, default=96)
+    """``python -m edge_agent.actions.bench``: the same as ``edge-agent bench actions``."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=96)
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.model_dir:
-        print(f"== model {args.model_dir}")
-        _model(args.model_dir, args.tokens, args.runs)
-    if args.vocab_gguf:
-        print(f"== vocabulary of {args.vocab_gguf}")
-        _vocab_only(_gguf_table(args.vocab_gguf), args.tokens, args.runs)
+    configure_logging("warning", "console")
+    result = bench_actions(
+        args.model_dir, threads=args.threads, runs=args.runs, new_tokens=args.new_tokens
+    )
+    if args.json:
+        print(json.dumps(asdict(result)))
+    print(render(result))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
 from edge_agent.actions.audit import AuditLog
-from edge_agent.actions.constrain import JsonConstraint
+from edge_agent.actions.constrain import JsonConstraint, WarmStats
 from edge_agent.actions.policy import Candidate, History, Policy, parse_output
 from edge_agent.actions.prompt import PROMPT_VERSION, proposal_prompt
 from edge_agent.actions.template import render
@@ -76,6 +77,8 @@ class ActionsEngine:
         submit: Submit,
         constraint: JsonConstraint,
         clock: Callable[[], float],
+        *,
+        warmup: Future[WarmStats] | None = None,
     ) -> None:
         self.config = config
         self.policy = policy
@@ -85,6 +88,8 @@ class ActionsEngine:
         self._submit = submit
         self._constraint = constraint
         self._clock = clock
+        self.warmup = warmup
+        """The start-up mask warm-up, when one was started (see ``wiring``)."""
         self.history = History()
         self.pending: dict[str, _Pending] = {}
         """Confirm-mode proposals awaiting approval, oldest first."""

@@ -27,7 +27,7 @@ _DEFAULT_PEER_VENV = Path.home() / ".cache" / "edge-agent" / "bench-venv" / "bin
 
 
 def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``edge-agent bench model|ingest|broker``."""
+    """Register ``edge-agent bench model|ingest|broker|actions``."""
     group = sub.add_parser(
         "bench",
         help="benchmarks that print ratios against a peer measured in the same run",
@@ -36,6 +36,7 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench_sub = group.add_subparsers(title="benchmarks", metavar="BENCH", required=True)
     _add_ingest(bench_sub)
     _add_broker(bench_sub)
+    _add_actions(bench_sub)
     bench = bench_sub.add_parser(
         "model",
         help="measure the runtime (and peers) on a model folder",
@@ -165,14 +166,24 @@ def _add_ingest(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _add_broker(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     broker = bench_sub.add_parser(
         "broker",
-        help="QoS 1 messages through a local Mosquitto into the agent, against plain paho",
-        description="Publishers in 4 processes send numbered QoS 1 messages through a fresh "
-        "local Mosquitto; our transport + adapter + windows, then a plain paho client, "
-        "receive them. Prints messages/s, losses and the ratio.",
-        epilog="example:\n  edge-agent bench broker --messages 100000",
+        help="sustained QoS 1 messages through a local Mosquitto into the agent, vs plain paho",
+        description="One publisher process sends numbered QoS 1 messages through a fresh local "
+        "Mosquitto while the consumer receives them: first a plain paho client, then our "
+        "transport + adapter + windows. Prints messages/s, lost and duplicated messages, the "
+        "ratio, the share received while publishing, and the CPU of consumer and publisher.",
+        epilog="examples:\n  edge-agent bench broker --messages 100000\n"
+        "  edge-agent bench broker --messages 100000 --rate 5000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     broker.add_argument("--messages", type=int, default=100_000, help="messages (100000)")
+    broker.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="MSGS_PER_S",
+        help="pace the publisher at this offered load (open loop); default 0: closed loop, "
+        "as fast as the consumer takes them",
+    )
     broker.set_defaults(handler=_broker)
 
 
@@ -187,7 +198,44 @@ def _broker(args: argparse.Namespace) -> int:
     from edge_agent.bench.broker import bench_broker, render
     from edge_agent.logs import configure_logging
 
+    if args.messages < 1 or args.rate < 0:
+        raise ConfigError("--messages must be at least 1 and --rate not negative")
     configure_logging("warning", "console")
-    results = bench_broker(args.messages)
-    print(render(results))
+    results = bench_broker(args.messages, args.rate)
+    print(render(results, args.messages, args.rate))
     return 0 if all(r.lost == 0 for r in results) else 1
+
+
+def _add_actions(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    actions = bench_sub.add_parser(
+        "actions",
+        help="constrained-decoding cost per token, against the model's unconstrained step",
+        description="Times the proposal constraint (mask lookup or computation plus masking) "
+        "per token, cold and warm, against the unconstrained decode step of the same model "
+        "in the same run; also the mask warm-up and the masks' memory. See "
+        "edge_agent/actions/bench.py for the method.",
+        epilog="example:\n  edge-agent bench actions --model ~/models/gemma3-270m-int8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions.add_argument("--model", type=Path, required=True, metavar="DIR", help="model folder")
+    actions.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    actions.add_argument("--runs", type=int, default=5, help="rounds; medians are shown (5)")
+    actions.add_argument(
+        "--new-tokens", type=int, default=96, help="token budget per generation (96)"
+    )
+    actions.add_argument("--json", action="store_true", help="print the result as JSON too")
+    actions.set_defaults(handler=_actions)
+
+
+def _actions(args: argparse.Namespace) -> int:
+    from edge_agent.actions.bench import bench_actions, render
+    from edge_agent.logs import configure_logging
+
+    configure_logging("warning", "console")
+    result = bench_actions(
+        args.model, threads=args.threads, runs=args.runs, new_tokens=args.new_tokens
+    )
+    if args.json:
+        print(json.dumps(asdict(result)))
+    print(render(result))
+    return 0

@@ -1,0 +1,75 @@
+"""``edge-agent bench actions``: the report's shape and arithmetic on the tiny model.
+
+No speed is asserted: only that every measure is there, that the percentages are the
+ratios of the measures printed beside them, and that merging states saves memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from edge_agent.actions.policy import Policy
+from edge_agent.cli.bench import add_bench_command
+from edge_agent.errors import ConfigError
+from edge_agent.export.tiny import TinyModel
+from tests.support.agent import run_cli
+
+ROWS = (
+    "unconstrained decode step",
+    "constraint per token, cold masks",
+    "constraint per token, warm masks",
+    "cold, % of an unconstrained step",
+    "warm, % of an unconstrained step",
+    "mask warm-up (all states)",
+    "mask memory",
+)
+
+
+def bench(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="edge-agent")
+    add_bench_command(parser.add_subparsers(required=True))
+    return parser.parse_args(["bench", "actions", *argv])
+
+
+@pytest.mark.slow
+def test_one_round_reports_ratios_of_its_own_measures(
+    tiny_model: TinyModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_agent.actions.bench import REASON_MAX, SPECS
+
+    args = bench("--model", str(tiny_model.int4_dir), "--runs", "1", "--new-tokens", "48", "--json")
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out.splitlines()[0])
+    for name in ("cold", "warm"):
+        ms, pct = doc[f"{name}_ms"]["median"], doc[f"{name}_pct"]["median"]
+        assert pct == pytest.approx(100 * ms / doc["step_ms"]["median"])
+    assert doc["states"] < doc["states_unmerged"]
+    assert 0 < doc["mask_bytes"] < doc["mask_bytes_unmerged"]
+    assert doc["constrained_tokens"] > 0
+    # The constrained output is a proposal the policy can read (or a budget-cut prefix).
+    if doc["output"].endswith("}"):
+        _, verdict = Policy(SPECS, reason_max=REASON_MAX).shape(json.loads(doc["output"]))
+        assert verdict.ok, verdict
+    for row in ROWS:
+        assert row in out, row
+
+
+def test_bad_options_are_refused_before_loading_anything() -> None:
+    args = bench("--model", "/nonexistent", "--runs", "0")
+    with pytest.raises(ConfigError, match="--runs"):
+        args.handler(args)
+
+
+@pytest.mark.slow
+def test_through_the_real_cli(tiny_model: TinyModel) -> None:
+    result = run_cli(
+        "bench", "actions", "--model", str(tiny_model.int4_dir), "--runs", "1",
+        "--new-tokens", "32",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for row in ROWS:
+        assert row in result.stdout, row
