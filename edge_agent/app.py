@@ -36,7 +36,11 @@ log = structlog.get_logger(__name__)
 def load_generator(model: ModelSettings) -> Generator:
     """Load, verify and warm up the model folder named in settings."""
     return OnnxGenerator.load(
-        Path(model.path), threads=model.threads, provider=model.provider, verify=model.verify
+        Path(model.path),
+        threads=model.threads,
+        provider=model.provider,
+        verify=model.verify,
+        context_tokens=model.context_tokens,
     )
 
 

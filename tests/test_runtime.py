@@ -368,3 +368,13 @@ def test_cli_build_tiny_prints_the_cached_int4_folder(tiny_model: TinyModel) -> 
     result = run_cli("model", "build-tiny", "--out", str(cache_root))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(tiny_model.int4_dir)
+
+
+@pytest.mark.slow
+def test_the_configured_context_caps_the_folders(tiny_model: TinyModel) -> None:
+    small = OnnxGenerator.load(tiny_model.int4_dir, context_tokens=64)
+    assert small.context_length == 64
+    with pytest.raises(ContextOverflowError):
+        small.generate(GenerationRequest(small.render("warm " * 80), 4))
+    # More than the folder allows is capped at the folder's own context.
+    assert OnnxGenerator.load(tiny_model.int4_dir, context_tokens=4096).context_length == 1024

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Workload.from_file(args.workload)
     try:
         if args.engine == "edge-agent":
-            result = run_ours(args.model, args.threads, work)
+            result = run_ours(args.model, args.threads, work, args.context)
         elif args.engine == "onnxruntime-genai":
             result = run_ortgenai(args.model, args.threads, work)
         else:

@@ -23,13 +23,13 @@ class PeerMissing(Exception):
     """A peer's Python package or model file is not available."""
 
 
-def run_ours(model_dir: Path, threads: int, work: Workload) -> EngineResult:
+def run_ours(model_dir: Path, threads: int, work: Workload, context: int) -> EngineResult:
     """Our ``OnnxGenerator``: load (no checksum pass), N runs, then the prefix-cache test."""
     from edge_agent.llm.base import GenerationRequest
     from edge_agent.llm.runtime import OnnxGenerator
 
     started = time.perf_counter()
-    generator = OnnxGenerator.load(model_dir, threads=threads, verify=False)
+    generator = OnnxGenerator.load(model_dir, threads=threads, verify=False, context_tokens=context)
     load_s = time.perf_counter() - started
     # Random-weight models hit eos at random; masking it makes every run equally long.
     eos = list(generator.manifest.eos_token_ids)

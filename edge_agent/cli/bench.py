@@ -46,6 +46,13 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     bench.add_argument("--model", type=Path, required=True, metavar="DIR", help="our model folder")
     bench.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    bench.add_argument(
+        "--context",
+        type=int,
+        default=2048,
+        help="KV cache size in tokens for us and llama.cpp, capped by the model's (2048; "
+        "onnxruntime-genai sizes its own to each request)",
+    )
     bench.add_argument("--prompt-tokens", type=int, default=128, help="prompt length (128)")
     bench.add_argument("--new-tokens", type=int, default=64, help="tokens to generate (64)")
     bench.add_argument("--runs", type=int, default=6, help="timed runs; medians are shown (6)")
@@ -82,7 +89,7 @@ def _bench(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     manifest = Manifest.from_dir(args.model)
     encode, decode = _tokenizer(args.model)
-    context = manifest.context_length
+    context = min(args.context, manifest.context_length)
     if args.prompt_tokens + args.new_tokens >= context:
         raise ConfigError(f"prompt plus new tokens do not fit the context of {context} tokens")
     prefix, suffix = args.prefix_tokens, args.suffix_tokens

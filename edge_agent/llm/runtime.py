@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnxruntime as ort
@@ -58,9 +58,13 @@ class OnnxGenerator:
         layout: KvLayout,
         *,
         io_binding: bool = True,
+        context_tokens: int | None = None,
     ) -> None:
         self._session = session
         self._tokenizer = tokenizer
+        if context_tokens is not None and context_tokens < manifest.context_length:
+            # The runtime's context is the folder's, or less: it sizes the KV buffers.
+            manifest = replace(manifest, context_length=context_tokens)
         self._manifest = manifest
         self._layout = layout
         self._engine: DecoderEngine = make_engine(
@@ -83,6 +87,7 @@ class OnnxGenerator:
         verify: bool = True,
         log_severity: int = 2,
         io_binding: bool = True,
+        context_tokens: int | None = None,
     ) -> OnnxGenerator:
         """Verify (optionally), load and warm up the model folder.
 
@@ -109,7 +114,14 @@ class OnnxGenerator:
         )
         shared = uses_group_query_attention(graph)
         layout = KvLayout.from_session(session, manifest, shared_buffer=shared)
-        generator = cls(session, tokenizer, manifest, layout, io_binding=io_binding)
+        generator = cls(
+            session,
+            tokenizer,
+            manifest,
+            layout,
+            io_binding=io_binding,
+            context_tokens=context_tokens,
+        )
         generator._warm_up()
         release_freed_heap()
         log.info(

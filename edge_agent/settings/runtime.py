@@ -72,6 +72,14 @@ class ModelSettings(Section):
     verify: bool = Field(
         True, description="Check the manifest's sha256 of every file before loading."
     )
+    context_tokens: int = Field(
+        2048,
+        ge=64,
+        le=131072,
+        description="Most tokens (prompt + output) per request, capped by the model's own "
+        "context. Sizes the KV cache the runtime keeps in RAM (Gemma 2 2B: about 0.2 MB "
+        "per token), so raise it only for long prompts.",
+    )
 
 
 class HomeAssistantSettings(Section):
