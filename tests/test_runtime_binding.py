@@ -59,3 +59,25 @@ def test_the_graph_kind_is_read_from_the_op_types(tmp_path: Path) -> None:
     graph.write_bytes(b"GroupQueryAttention sliding_window_cache")
     with pytest.raises(ModelError, match="windowed_kv_cache=false"):
         uses_group_query_attention(graph)
+
+
+@pytest.mark.slow
+def test_the_shared_buffer_grows_past_its_first_size_without_changing_tokens(
+    tiny_model: TinyModel,
+) -> None:
+    # Buffers start at 256 positions; this prompt, its output and a kept head of more
+    # than 256 tokens make the engine grow them while generating and on restore.
+    bound = OnnxGenerator.load(tiny_model.int4_dir)
+    plain = OnnxGenerator.load(tiny_model.int4_dir, io_binding=False)
+    head = "The living room is warm and the humidity is 45 percent. " * 24
+    assert len(bound.encode(head)) > 256
+    for tail in ("kitchen 21.5 C", "garage door open"):
+        prompt = bound.render(head + tail)
+        cut = prompt.find(head) + len(head)
+        want = plain.generate(GenerationRequest(prompt, 40))
+        got = bound.generate(GenerationRequest(prompt, 40, prefix_chars=cut))
+        assert (got.text, got.new_tokens) == (want.text, want.new_tokens)
+        # Back to first-size buffers, so the next request's restore of the kept head
+        # (more than 256 positions) must grow them first.
+        bound._engine._grow(256, keep=0)  # type: ignore[attr-defined]
+    assert bound.reused_tokens_total > 256

@@ -13,6 +13,8 @@ from edge_agent.errors import GenerationError
 from edge_agent.llm.session import KvLayout
 
 Past = dict[str, np.ndarray]
+# Initial KV buffer length of the shared-buffer engine; it doubles up to the context.
+_FIRST_CAPACITY = 256
 
 
 class DecoderEngine(Protocol):
@@ -147,25 +149,20 @@ class BoundGrowingEngine(_Steps):
 
 
 class SharedBufferEngine(_Steps):
-    """For GroupQueryAttention graphs: one context-sized KV buffer per layer, bound once.
+    """For GroupQueryAttention graphs: one KV buffer per layer, bound as past and present.
 
     ``past_key_values.*`` and ``present.*`` are bound to the same buffer, so
     GroupQueryAttention appends the new positions in place and nothing is copied or
-    concatenated per token. The logits go to a preallocated array when the graph
+    concatenated per token. Buffers start at 256 positions and double (one copy of the
+    valid head) up to the context, because the op's cost tracks the buffer's length. The logits go to a preallocated array when the graph
     emits only the last position (the builder's ``prune_lm_head``).
     """
 
     def __init__(self, session: ort.InferenceSession, layout: KvLayout, context: int) -> None:
         super().__init__(session, layout, context)
-        shape = (1, layout.kv_heads, context, layout.head_dim)
-        # np.zeros is calloc: pages are only committed as positions are written.
-        self._buffers = {name: np.zeros(shape, dtype=layout.dtype) for name in layout.past_names}
+        self._context = context
+        self._buffers: dict[str, np.ndarray] = {}
         self._binding = session.io_binding()
-        past_to_present = {v: k for k, v in layout.present_to_past.items()}
-        for name, buffer in self._buffers.items():
-            value = ort.OrtValue.ortvalue_from_numpy(buffer)
-            self._binding.bind_ortvalue_input(name, value)
-            self._binding.bind_ortvalue_output(past_to_present[name], value)
         # The snapshot whose positions sit untouched at the head of the buffers, if any:
         # restoring it again needs no copy (steps after it only write further on).
         self._resident: Past | None = None
@@ -177,6 +174,31 @@ class SharedBufferEngine(_Steps):
             )
         else:
             self._binding.bind_output("logits", "cpu")
+        self._grow(min(context, _FIRST_CAPACITY), keep=0)
+
+    def _grow(self, capacity: int, *, keep: int) -> None:
+        """(Re)allocate the buffers at ``capacity`` positions, keeping the first ``keep``.
+
+        GroupQueryAttention's work per step grows with the bound buffer's length, not
+        the valid one, so the buffers start small and double as a generation needs.
+        """
+        layout = self._layout
+        resident = self._resident
+        if resident is not None and keep < next(iter(resident.values())).shape[2]:
+            self._resident = None  # its positions are not carried over
+        shape = (1, layout.kv_heads, capacity, layout.head_dim)
+        past_to_present = {v: k for k, v in layout.present_to_past.items()}
+        for name in layout.past_names:
+            # np.zeros is calloc: pages are only committed as positions are written.
+            buffer = np.zeros(shape, dtype=layout.dtype)
+            old = self._buffers.get(name)
+            if old is not None and keep:
+                buffer[:, :, :keep] = old[:, :, :keep]
+            self._buffers[name] = buffer
+            value = ort.OrtValue.ortvalue_from_numpy(buffer)
+            self._binding.bind_ortvalue_input(name, value)
+            self._binding.bind_ortvalue_output(past_to_present[name], value)
+        self._capacity = capacity
 
     def reset(self) -> None:
         """Nothing to clear: the mask length tells the graph how much of the buffer is valid."""
@@ -184,6 +206,10 @@ class SharedBufferEngine(_Steps):
 
     def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
         """One step; KV appended in place, logits written to the bound array."""
+        total = past_len + len(ids)
+        if total > self._capacity:
+            wanted = max(total, 2 * self._capacity)
+            self._grow(min(self._context, wanted), keep=past_len)
         # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
         feeds = self._small_inputs(ids, past_len)
         for name, value in feeds.items():
@@ -215,6 +241,9 @@ class SharedBufferEngine(_Steps):
         """Copy the snapshot back into the head of the buffers, unless it is still there."""
         if past is self._resident:
             return
+        needed = max(kept.shape[2] for kept in past.values())
+        if needed > self._capacity:
+            self._grow(min(self._context, max(needed, 2 * self._capacity)), keep=0)
         for name, kept in past.items():
             self._buffers[name][:, :, : kept.shape[2]] = kept
         self._resident = past
