@@ -19,7 +19,7 @@ PROMPT = "The capital of France is"
 # Greedy continuation measured on the fp32 export: " the capital of the country of France."
 FP32_CONTINUATION = [506, 5279, 529, 506, 2891, 529, 7001, 236761]
 MATCHED_PREFIX = 4
-# Measured 0.9705 top-1 agreement and 0.0026 mean KL over 2,099 tokens (int8 blocks,
+# Measured 0.9686 top-1 agreement and 0.0026 mean KL over 2,099 tokens (fused graph, int8 blocks,
 # int8 head shared with the embedding). Pinned a little below so noise cannot flake.
 MIN_TOP1 = 0.95
 MAX_MEAN_KL = 0.01
