@@ -154,8 +154,9 @@ class SharedBufferEngine(_Steps):
     ``past_key_values.*`` and ``present.*`` are bound to the same buffer, so
     GroupQueryAttention appends the new positions in place and nothing is copied or
     concatenated per token. Buffers start at 256 positions and double (one copy of the
-    valid head) up to the context, because the op's cost tracks the buffer's length. The logits go to a preallocated array when the graph
-    emits only the last position (the builder's ``prune_lm_head``).
+    valid head) up to the context, because the op's cost tracks the buffer's length.
+    The logits go to a preallocated array when the graph emits only the last position
+    (the fused graph, or the builder's ``prune_lm_head``).
     """
 
     def __init__(self, session: ort.InferenceSession, layout: KvLayout, context: int) -> None:
