@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from edge_agent.actions.policy import Policy
 from edge_agent.cli.bench import add_bench_command
@@ -32,6 +35,23 @@ def bench(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="edge-agent")
     add_bench_command(parser.add_subparsers(required=True))
     return parser.parse_args(["bench", "actions", *argv])
+
+
+@pytest.fixture(autouse=True)
+def _logging_stays_in_this_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The handlers run in-process here. The command's own logging set-up (warning level,
+    loggers cached on first use) would outlive the test and hide info events from later
+    tests' ``capture_logs``; log to stderr, uncached, and restore the defaults after."""
+
+    def to_stderr(*_args: object, **_kwargs: object) -> None:
+        structlog.configure(
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            cache_logger_on_first_use=False,
+        )
+
+    monkeypatch.setattr("edge_agent.logs.configure_logging", to_stderr)
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.mark.slow
