@@ -17,8 +17,9 @@ examples:
   edge-agent model build-tiny --out /tmp/models     # somewhere else
   MODEL=$(edge-agent model build-tiny | tail -n 1)  # the int4 folder is the last line
 
-Builds a seeded random-weight Gemma 2 (a few MB) in well under a minute, exports it
-with optimum, quantizes it to int4 and writes a verified model folder. A build that
+Builds a seeded random-weight Gemma 2 (a few MB) in well under a minute and exports
+it through the same path as `model export` (fused graph, int4, manifest) into a
+verified model folder, with a float twin for parity tests. A build that
 already exists is reused. Needs the export extra: pip install 'edge-agent[export]'.
 """
 
@@ -161,7 +162,7 @@ def _add_build_commands(model_sub: argparse._SubParsersAction[argparse.ArgumentP
         epilog="example:\n"
         "  edge-agent model build-random --shape gemma-2-2b --out /tmp/g2b-random\n\n"
         "Speed and memory do not depend on weight values: this gives the 2B model's true\n"
-        "figures without downloading it. It takes a few minutes and about 8 GB of RAM.",
+        "figures without downloading it. It takes a few minutes and about 11 GB of RAM.",
         formatter_class=raw,
     )
     rand.add_argument("--shape", choices=("gemma-2-2b",), default="gemma-2-2b")
