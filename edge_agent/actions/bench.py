@@ -1,7 +1,6 @@
 """Benchmark of constrained decoding: the constraint's cost per token against a decode step.
 
     edge-agent bench actions --model DIR [--runs N] [--new-tokens N] [--threads N]
-    python -m edge_agent.actions.bench DIR            (the same, without the CLI)
 
 On one model folder, in one process, each round runs three greedy generations of the
 same proposal prompt (the engine's, over a two-action allowlist):
@@ -21,12 +20,10 @@ holds the runtime's copy of the logits for the hook, and much more noise.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +38,6 @@ from edge_agent.domain import MetricFacts
 from edge_agent.errors import ConfigError
 from edge_agent.llm.base import GenerationRequest
 from edge_agent.llm.runtime import OnnxGenerator
-from edge_agent.logs import configure_logging
 from edge_agent.settings import ActionSpec
 
 REASON_MAX = 120
@@ -234,27 +230,3 @@ def render(r: ActionsBench) -> str:
             f"output {r.output[:100]!r}",
         ]
     )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m edge_agent.actions.bench``: the same as ``edge-agent bench actions``."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--new-tokens", type=int, default=96)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    configure_logging("warning", "console")
-    result = bench_actions(
-        args.model_dir, threads=args.threads, runs=args.runs, new_tokens=args.new_tokens
-    )
-    if args.json:
-        print(json.dumps(asdict(result)))
-    print(render(result))
-
-
-if __name__ == "__main__":
-    main()
