@@ -116,9 +116,8 @@ class DecoderShape:
 class FusedWeights:
     """The fused graph's tensors from a source's state-dict names."""
 
-    def __init__(self, weights: Weights, shape: DecoderShape) -> None:
+    def __init__(self, weights: Weights) -> None:
         self._weights = weights
-        self._shape = shape
 
     def get(self, name: str) -> np.ndarray:
         """Tensor ``name`` of the fused graph, as float32."""

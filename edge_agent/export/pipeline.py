@@ -12,7 +12,7 @@ import structlog
 
 from edge_agent.errors import ExportError
 from edge_agent.export.folder import ensure_new_folder, write_manifest
-from edge_agent.export.fused import DecoderShape, FusedWeights, build_fused_graph, fused_names
+from edge_agent.export.fused import FusedWeights, build_fused_graph, fused_names
 from edge_agent.export.graph import Graph, export_graph, write_float_model
 from edge_agent.export.int4 import QuantReport, quantize_folder
 from edge_agent.export.progress import Steps
@@ -90,7 +90,7 @@ def _export_into(
             raise ExportError("reusing the source's int4 blocks needs --graph optimum")
         steps("writing the fused ONNX graph")
         onnx_graph = build_fused_graph(source.config)
-        weights = FusedWeights(weights, DecoderShape.from_config(source.config))
+        weights = FusedWeights(weights)
         int8 = fused_names(int8)
     else:
         onnx_graph = _traced_graph(source, steps)

@@ -51,13 +51,7 @@ class OutboxSender:
         if not self.up:
             self._outbox.append(entry)
             return
-        info = self._client.publish(
-            entry.topic,
-            entry.payload,
-            qos=entry.qos,
-            retain=entry.retain,
-            properties=self._properties(entry.correlation_data, entry.expiry_s),
-        )
+        info = self._publish(entry, entry.expiry_s)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             log.warning("publish_failed", topic=entry.topic, rc=paho.error_string(info.rc))
 
@@ -84,13 +78,7 @@ class OutboxSender:
                         log.info("outbox_message_expired", topic=entry.topic)
                         self._outbox.remove(entry.id)
                         continue
-                info = self._client.publish(
-                    entry.topic,
-                    entry.payload,
-                    qos=entry.qos,
-                    retain=entry.retain,
-                    properties=self._properties(entry.correlation_data, expiry),
-                )
+                info = self._publish(entry, expiry)
                 self._in_flight[info.mid] = entry.id
                 sent += 1
             await asyncio.sleep(0)  # let paho write and read acks between batches
@@ -109,6 +97,15 @@ class OutboxSender:
         if self._confirmed:
             self._outbox.remove_many(self._confirmed)
             self._confirmed = []
+
+    def _publish(self, entry: OutboxEntry, expiry_s: int | None) -> paho.MQTTMessageInfo:
+        return self._client.publish(
+            entry.topic,
+            entry.payload,
+            qos=entry.qos,
+            retain=entry.retain,
+            properties=self._properties(entry.correlation_data, expiry_s),
+        )
 
     def _properties(self, correlation_data: bytes | None, expiry_s: int | None) -> Any:
         if not self._v5 or (correlation_data is None and expiry_s is None):
