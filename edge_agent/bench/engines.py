@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.bench.result import EngineResult, RunTimes, summarise
+from edge_agent.bench.result import EngineResult, RunTimes, peak_rss_mb, summarise
 from edge_agent.bench.workload import Workload
 
 
@@ -50,6 +50,7 @@ def run_ours(model_dir: Path, threads: int, work: Workload, context: int) -> Eng
         return RunTimes(result.prompt_tokens, times.prefill_s, result.new_tokens, times.decode_s)
 
     runs = [once(work.prompt_text, work.new_tokens) for _ in range(work.runs)]
+    runs_peak = peak_rss_mb()
     long_text = work.prefix_text + work.suffix_text
     # Uncached first: once a prefix is kept, every later request would start from it.
     uncached = [once(long_text, 1) for _ in range(max(1, work.runs // 2))]
@@ -66,6 +67,7 @@ def run_ours(model_dir: Path, threads: int, work: Workload, context: int) -> Eng
         ttft_uncached=[r.prefill_s for r in uncached],
         ttft_cached=[r.prefill_s for r in cached],
         long_prompt_tokens=uncached[0].prompt_tokens,
+        runs_peak_rss_mb=runs_peak,
     )
 
 
@@ -107,6 +109,7 @@ def run_ortgenai(model_dir: Path, threads: int, work: Workload) -> EngineResult:
 
     once(work.prompt_ids[:8], 2)  # warm-up, as our load does
     runs = [once(work.prompt_ids, work.new_tokens) for _ in range(work.runs)]
+    runs_peak = peak_rss_mb()
     long_ids = work.prefix_ids + work.suffix_ids
     uncached = [once(long_ids, 1) for _ in range(max(1, work.runs // 2))]
     return summarise(
@@ -117,6 +120,7 @@ def run_ortgenai(model_dir: Path, threads: int, work: Workload) -> EngineResult:
         ttft_uncached=[r.prefill_s for r in uncached],
         ttft_cached=[],
         long_prompt_tokens=len(long_ids),
+        runs_peak_rss_mb=runs_peak,
     )
 
 
@@ -160,6 +164,7 @@ def run_llamacpp(gguf: Path, threads: int, work: Workload, context: int) -> Engi
 
     once(work.prompt_ids[:8], 2)
     runs = [once(work.prompt_ids, work.new_tokens) for _ in range(work.runs)]
+    runs_peak = peak_rss_mb()
     long_ids = work.prefix_ids + work.suffix_ids
     uncached = [once(long_ids, 1) for _ in range(max(1, work.runs // 2))]
     return summarise(
@@ -170,4 +175,5 @@ def run_llamacpp(gguf: Path, threads: int, work: Workload, context: int) -> Engi
         ttft_uncached=[r.prefill_s for r in uncached],
         ttft_cached=[],
         long_prompt_tokens=len(long_ids),
+        runs_peak_rss_mb=runs_peak,
     )

@@ -28,7 +28,8 @@ METRICS = (
     Metric("TTFT long, uncached s", lambda r: r.ttft_uncached_s, False, 3),
     Metric("TTFT long, cached prefix s", lambda r: r.ttft_cached_s, False, 3),
     Metric("load s", lambda r: r.load_s, False, 2),
-    Metric("peak RSS MiB", lambda r: r.peak_rss_mb, False, 0),
+    Metric("peak RSS MiB, timed runs", lambda r: r.runs_peak_rss_mb, False, 0),
+    Metric("peak RSS MiB, whole bench", lambda r: r.peak_rss_mb, False, 0),
 )
 # Counts are context, not performance: no ratio for them.
 _NO_RATIO = {"prompt tokens", "new tokens", "long prompt tokens"}

@@ -27,6 +27,9 @@ class EngineResult:
     model: str = ""
     load_s: float = 0.0
     peak_rss_mb: float = 0.0
+    """The whole child's peak, the long-prompt and prefix-cache tests included."""
+    runs_peak_rss_mb: float = 0.0
+    """The peak by the end of the timed runs (load, prompt, new tokens): the bar's figure."""
     prompt_tokens: int = 0
     new_tokens: int = 0
     prefill_tok_s: float = 0.0
@@ -60,6 +63,7 @@ def summarise(
     ttft_uncached: list[float],
     ttft_cached: list[float],
     long_prompt_tokens: int,
+    runs_peak_rss_mb: float,
     notes: list[str] | None = None,
 ) -> EngineResult:
     """Medians of the runs; the peak RSS is this process's, so call it in the child."""
@@ -69,6 +73,7 @@ def summarise(
         model=model,
         load_s=load_s,
         peak_rss_mb=peak_rss_mb(),
+        runs_peak_rss_mb=runs_peak_rss_mb,
         prompt_tokens=runs[0].prompt_tokens,
         new_tokens=int(statistics.median(r.new_tokens for r in runs)),
         prefill_tok_s=statistics.median(r.prompt_tokens / r.prefill_s for r in runs),

@@ -15,12 +15,16 @@ from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.llm.binding import DecoderEngine, make_engine
 from edge_agent.llm.manifest import Manifest, PromptFormat
 from edge_agent.llm.manifest import verify as verify_folder
+from edge_agent.llm.memory import (
+    drop_mapped_pages,
+    release_freed_heap,
+    shedding_mapped_pages,
+)
 from edge_agent.llm.sampling import TokenPicker
 from edge_agent.llm.session import (
     KvLayout,
     PrefixCache,
     open_session,
-    release_freed_heap,
     uses_group_query_attention,
 )
 from edge_agent.llm.stream import StopScanner
@@ -105,13 +109,18 @@ class OnnxGenerator:
         # Before the session: the tokenizer's parse garbage must not add to its peak.
         release_freed_heap()
         graph = model_dir / "model.onnx"
-        session = open_session(
-            graph,
-            threads=threads,
-            provider=provider,
-            log_severity=log_severity,
-            fold_constants=manifest.graph != "fused",
-        )
+        # Prepacking copies what it reads of the mapped weights; let those pages go
+        # and fault back only what decoding touches (the head's looked-up rows, norms).
+        weight_files = [path for path in model_dir.iterdir() if path.is_file()]
+        with shedding_mapped_pages(weight_files):
+            session = open_session(
+                graph,
+                threads=threads,
+                provider=provider,
+                log_severity=log_severity,
+                fold_constants=manifest.graph != "fused",
+            )
+        dropped = drop_mapped_pages(weight_files)
         shared = uses_group_query_attention(graph)
         layout = KvLayout.from_session(session, manifest, shared_buffer=shared)
         generator = cls(
@@ -133,6 +142,7 @@ class OnnxGenerator:
             kv_cache="shared_buffer" if shared and io_binding else "growing",
             io_binding=io_binding,
             verified=verify,
+            weight_pages_dropped_mb=round(dropped / 2**20),
             load_s=round(time.monotonic() - started, 3),
         )
         return generator

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import sys
 import tempfile
@@ -50,22 +49,6 @@ def native_stderr_to_log() -> Iterator[None]:
             for raw in sink.read().decode("utf-8", "replace").splitlines():
                 if raw.strip():
                     log.info("onnxruntime_log", line=raw.rstrip())
-
-
-def release_freed_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc only; a no-op elsewhere).
-
-    Parsing a large ``tokenizer.json`` (Gemma 3: 33 MB, 262k tokens) peaks ~300 MB
-    above what the tokenizer keeps, and glibc holds on to the freed pages; without
-    this they count in the resident set for the life of the process.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def open_session(

@@ -1,0 +1,156 @@
+"""Keeping the resident set to what generation touches: freed heap and spent weight pages.
+
+On a 4 GB board the model's resident set decides whether Home Assistant and the
+broker keep their memory. Two things inflate it after a load, both Linux/glibc
+specifics, so both helpers are no-ops elsewhere:
+
+- glibc keeps freed heap pages (the tokenizer's parse garbage) mapped;
+- onnxruntime memory-maps the external weights, then prepacks each int4 MatMul into
+  its own heap buffer. The mapped pages it read to do so (every scale, and the whole
+  tied head, which stays mapped because the embedding's lookup reads it) stay
+  resident though decoding reads only the looked-up rows of the head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+_MADV_DONTNEED = 4  # Linux, every architecture we ship for
+_MADV_PAGEOUT = 21  # Linux 5.4+
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def release_freed_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc only; a no-op elsewhere).
+
+    Parsing a large ``tokenizer.json`` (Gemma 3: 33 MB, 262k tokens) peaks ~300 MB
+    above what the tokenizer keeps, and glibc holds on to the freed pages; without
+    this they count in the resident set for the life of the process.
+    """
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def resident_file_bytes() -> int:
+    """This process's resident file-backed pages (``RssFile``), or 0 where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("RssFile:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def drop_mapped_pages(files: Iterable[Path]) -> int:
+    """Drop this process's resident, unmodified pages of mappings of ``files``.
+
+    onnxruntime maps external data private and writable. A region with no private
+    (copy-on-write) page holds only clean file pages, and a dropped one is read back
+    from the file on its next touch, so only what is still used returns; a region
+    with private pages is skipped, since dropping would discard them. The files must
+    not change underneath (model folders are written once, then verified).
+    Returns how many resident bytes went.
+    """
+    libc = _libc()
+    if libc is None:
+        return 0
+    targets = {str(path.resolve()) for path in files}
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    before = resident_file_bytes()
+    for start, end in _clean_regions(targets):
+        madvise(start, end - start, _MADV_DONTNEED)
+    return max(0, before - resident_file_bytes())
+
+
+@contextlib.contextmanager
+def shedding_mapped_pages(files: Iterable[Path], *, every_s: float = 0.05) -> Iterator[None]:
+    """Drop pages of mappings of ``files`` every ``every_s`` while the body runs.
+
+    Session creation prepacks one weight after another, each read once; shedding
+    what was read as it goes keeps those pages out of the load's peak, not only out
+    of the resident set after it.
+    """
+    targets = {str(path.resolve()) for path in files}
+    libc = _libc()
+    done = threading.Event()
+
+    def shed() -> None:
+        assert libc is not None
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        while not done.wait(every_s):
+            for start, end in _regions(targets):
+                # PAGEOUT, not DONTNEED: a region can be unmapped and its addresses
+                # reused by an allocation between reading the maps and advising, and
+                # PAGEOUT never loses data (anonymous pages go to swap or stay).
+                # ENOMEM means unmapped meanwhile, which is what shedding wants anyway;
+                # EINVAL means a kernel before 5.4, with nothing to shed with.
+                failed = madvise(start, end - start, _MADV_PAGEOUT) != 0
+                if failed and ctypes.get_errno() == errno.EINVAL:
+                    return
+
+    if libc is None:
+        yield
+        return
+    worker = threading.Thread(target=shed, name="shed-weight-pages", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        worker.join()
+
+
+def _regions(targets: set[str]) -> list[tuple[int, int]]:
+    """Address ranges mapping one of ``targets``, from ``/proc/self/maps``."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            regions = [line.split(maxsplit=5) for line in maps]
+    except OSError:
+        return []
+    return [
+        (int(fields[0].split("-")[0], 16), int(fields[0].split("-")[1], 16))
+        for fields in regions
+        if len(fields) == 6 and fields[5].rstrip("\n") in targets
+    ]
+
+
+def _clean_regions(targets: set[str]) -> list[tuple[int, int]]:
+    """Address ranges mapping one of ``targets`` with no private pages, from smaps."""
+    regions: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+            for line in smaps:
+                head = line.split(maxsplit=5)
+                if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                    # A region header: "start-end perms offset dev inode [path]".
+                    path = head[5].rstrip("\n") if len(head) == 6 else ""
+                    low, high = (int(bound, 16) for bound in head[0].split("-"))
+                    current = (low, high) if path in targets else None
+                elif current is not None and head[0] == "Anonymous:":
+                    if head[1] == "0":
+                        regions.append(current)
+                    current = None
+    except OSError:
+        return []
+    return regions
