@@ -12,8 +12,9 @@ from pathlib import Path
 import structlog
 
 from edge_agent import sdnotify
+from edge_agent.actions.constrain import JsonConstraint
 from edge_agent.actions.engine import ActionsEngine
-from edge_agent.actions.wiring import build_engine
+from edge_agent.actions.wiring import action_constraint, build_engine
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.errors import StartupError, TransportError
 from edge_agent.facts import WindowStore
@@ -142,8 +143,16 @@ class Service:
     publisher: DiscoveryPublisher | None
 
 
-def assemble(settings: Settings, generator: Generator, clock: Callable[[], float]) -> Service:
-    """Wire the loaded model into the transport, worker, agent, actions, HA and status."""
+def assemble(
+    settings: Settings,
+    generator: Generator,
+    clock: Callable[[], float],
+    constraint: JsonConstraint | None = None,
+) -> Service:
+    """Wire the loaded model into the transport, worker, agent, actions, HA and status.
+
+    ``constraint`` is the actions' compiled grammar (:func:`load`); none, no actions.
+    """
     ha, mqtt = settings.homeassistant, settings.mqtt
     node = build_node(
         mqtt, ha, settings.sensors.subscriptions, settings.model, model_id=generator.model_id
@@ -167,7 +176,7 @@ def assemble(settings: Settings, generator: Generator, clock: Callable[[], float
         handlers[node.status_topic] = lambda message: publisher.on_status(message.payload)
     actions = build_engine(
         settings.actions,
-        model_dir=Path(settings.model.path),
+        constraint=constraint,
         generator=generator,
         submit=worker.submit,
         publish=transport.publish,
@@ -191,6 +200,12 @@ def assemble(settings: Settings, generator: Generator, clock: Callable[[], float
     return Service(transport, worker, agent, status, publisher)
 
 
+def load(settings: Settings) -> tuple[Generator, JsonConstraint | None]:
+    """The slow, blocking part of start-up: the model, then the actions' grammar."""
+    generator = load_generator(settings.model)
+    return generator, action_constraint(settings.actions, Path(settings.model.path))
+
+
 async def run(
     settings: Settings,
     *,
@@ -208,9 +223,9 @@ async def run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     # The model loads before we connect, so 'online' means ready to answer.
-    generator = await asyncio.to_thread(load_generator, settings.model)
+    generator, constraint = await asyncio.to_thread(load, settings)
     log.info("model_loaded", model=generator.model_id)
-    svc = assemble(settings, generator, clock)
+    svc = assemble(settings, generator, clock, constraint)
     try:
         await svc.transport.connect()
     except TransportError as exc:

@@ -12,7 +12,7 @@ from edge_agent.actions.constrain import JsonConstraint
 from edge_agent.actions.dfa import DEAD, Dfa, compile_grammar
 from edge_agent.actions.grammar import build_grammar
 from edge_agent.actions.vocab import TokenTable
-from edge_agent.actions.wiring import build_constraint, build_engine
+from edge_agent.actions.wiring import action_constraint, build_constraint, build_engine
 from edge_agent.export.tiny import TinyModel
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.settings import ActionsSettings
@@ -125,7 +125,7 @@ def test_the_engine_warms_its_masks_when_built(tiny_model: TinyModel, tmp_path: 
     with capture_logs() as logs:
         engine = build_engine(
             settings,
-            model_dir=tiny_model.int4_dir,
+            constraint=action_constraint(settings, tiny_model.int4_dir),
             generator=ScriptedGenerator(),
             submit=_no_generation,
             publish=lambda _topic, _payload, *, retain=False: None,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import pytest
 
 from edge_agent.actions.engine import ActionsEngine
-from edge_agent.actions.wiring import build_engine
+from edge_agent.actions.wiring import action_constraint, build_engine
 from edge_agent.app import build_agent, build_transport
 from edge_agent.cli.actions import add_actions_commands
 from edge_agent.domain import MetricFacts, Window
@@ -115,7 +115,7 @@ class Rig:
         worker = InferenceWorker(self.generator, 4)
         engine = build_engine(
             self.settings.actions,
-            model_dir=self.tiny_dir,
+            constraint=action_constraint(self.settings.actions, self.tiny_dir),
             generator=self.generator,
             submit=worker.submit,
             publish=transport.publish,

@@ -78,10 +78,21 @@ def warm_in_background(constraint: JsonConstraint) -> Future[WarmStats]:
     return done
 
 
+def action_constraint(settings: ActionsSettings, model_dir: Path) -> JsonConstraint | None:
+    """The proposal grammar if an allowlisted action is switched on, else None.
+
+    Seconds of work on a 262k vocabulary, so the service calls it off the event loop,
+    beside the model load.
+    """
+    if not any(a.mode != "off" for a in settings.allow):
+        return None
+    return build_constraint(settings.allow, settings.reason_max_chars, model_dir)
+
+
 def build_engine(
     settings: ActionsSettings,
     *,
-    model_dir: Path,
+    constraint: JsonConstraint | None,
     generator: Generator,
     submit: Submit,
     publish: Publish,
@@ -89,13 +100,12 @@ def build_engine(
     deadline_s: float,
     clock: Callable[[], float] = time.time,
 ) -> ActionsEngine | None:
-    """The engine, or None when no allowlisted action is switched on.
+    """The engine over ``constraint`` (from :func:`action_constraint`), or None without one.
 
     Its masks start warming on a thread at once (``engine.warmup``).
     """
-    if not any(a.mode != "off" for a in settings.allow):
+    if constraint is None:
         return None
-    constraint = build_constraint(settings.allow, settings.reason_max_chars, model_dir)
     return ActionsEngine(
         EngineConfig(
             event_topic=event_topic,
