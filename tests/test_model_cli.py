@@ -98,3 +98,18 @@ def test_stamp_is_trusted_when_nothing_changed(folder: Path) -> None:
     assert stamp.stat().st_mtime_ns == before
     verify(folder)
     assert stamp.stat().st_mtime_ns != before
+
+
+@pytest.mark.parametrize(("flag", "match_source"), [((), True), (("--ignore-source-bits",), False)])
+def test_export_options_map_to_the_quantization_spec(
+    flag: tuple[str, ...], match_source: bool
+) -> None:
+    from edge_agent.cli import build_parser
+    from edge_agent.cli.model_export import quant_spec
+
+    args = build_parser().parse_args(
+        ["model", "export", "m.gguf", "--out", "x", "--block-size", "64", "--asymmetric", *flag]
+    )
+    spec = quant_spec(args)
+    assert (spec.block_size, spec.symmetric, spec.bits) == (64, False, 4)
+    assert spec.match_source is match_source

@@ -221,6 +221,12 @@ def _add_quant_options(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="bits of the LM head and the embedding it shares (default 4)",
     )
+    parser.add_argument(
+        "--ignore-source-bits",
+        action="store_true",
+        help="re-round every weight to --bits/--head-bits, also those a GGUF stores with 5+ "
+        "bits (kept at 8 bits by default: re-rounding them stacks a second error)",
+    )
 
 
 def _build_tiny(args: argparse.Namespace) -> int:

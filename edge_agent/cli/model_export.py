@@ -28,6 +28,7 @@ def quant_spec(args: argparse.Namespace) -> QuantSpec:
         symmetric=not args.asymmetric,
         head_bits=args.head_bits,
         bits=args.bits,
+        match_source=not args.ignore_source_bits,
     )
 
 
