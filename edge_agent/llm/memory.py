@@ -72,45 +72,35 @@ def drop_mapped_pages(files: Iterable[Path]) -> int:
     libc = _libc()
     if libc is None:
         return 0
-    targets = {str(path.resolve()) for path in files}
-    madvise = libc.madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     before = resident_file_bytes()
-    for start, end in _clean_regions(targets):
-        madvise(start, end - start, _MADV_DONTNEED)
+    _advise(libc, _clean_regions(_targets(files)), _MADV_DONTNEED)
     return max(0, before - resident_file_bytes())
 
 
 @contextlib.contextmanager
 def shedding_mapped_pages(files: Iterable[Path], *, every_s: float = 0.05) -> Iterator[None]:
-    """Drop pages of mappings of ``files`` every ``every_s`` while the body runs.
+    """Page out what is resident of mappings of ``files`` every ``every_s`` meanwhile.
 
     Session creation prepacks one weight after another, each read once; shedding
     what was read as it goes keeps those pages out of the load's peak, not only out
     of the resident set after it.
     """
-    targets = {str(path.resolve()) for path in files}
     libc = _libc()
-    done = threading.Event()
-
-    def shed() -> None:
-        assert libc is not None
-        madvise = libc.madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        while not done.wait(every_s):
-            for start, end in _regions(targets):
-                # PAGEOUT, not DONTNEED: a region can be unmapped and its addresses
-                # reused by an allocation between reading the maps and advising, and
-                # PAGEOUT never loses data (anonymous pages go to swap or stay).
-                # ENOMEM means unmapped meanwhile, which is what shedding wants anyway;
-                # EINVAL means a kernel before 5.4, with nothing to shed with.
-                failed = madvise(start, end - start, _MADV_PAGEOUT) != 0
-                if failed and ctypes.get_errno() == errno.EINVAL:
-                    return
-
     if libc is None:
         yield
         return
+    targets = _targets(files)
+    done = threading.Event()
+
+    def shed() -> None:
+        # PAGEOUT, not DONTNEED: a region can be unmapped and its addresses reused by
+        # an allocation between reading the maps and advising, and PAGEOUT never
+        # loses data (anonymous pages go to swap or stay). EINVAL means a kernel
+        # before 5.4, with nothing to shed with.
+        while not done.wait(every_s):
+            if _advise(libc, _regions(targets), _MADV_PAGEOUT) == errno.EINVAL:
+                return
+
     worker = threading.Thread(target=shed, name="shed-weight-pages", daemon=True)
     worker.start()
     try:
@@ -120,16 +110,40 @@ def shedding_mapped_pages(files: Iterable[Path], *, every_s: float = 0.05) -> It
         worker.join()
 
 
+def _targets(files: Iterable[Path]) -> set[str]:
+    """The paths as ``/proc/self/maps`` spells them (symlinks resolved)."""
+    return {str(path.resolve()) for path in files}
+
+
+def _advise(libc: ctypes.CDLL, regions: list[tuple[int, int]], advice: int) -> int:
+    """``madvise`` each region; EINVAL at the first refusal of ``advice``, else 0.
+
+    Other failures (ENOMEM: unmapped meanwhile) are what shedding wants anyway.
+    """
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for low, high in regions:
+        if madvise(low, high - low, advice) != 0 and ctypes.get_errno() == errno.EINVAL:
+            return errno.EINVAL
+    return 0
+
+
+def _span(field: str) -> tuple[int, int]:
+    """``"start-end"`` in hex, as a region header gives it."""
+    low, high = field.split("-")
+    return int(low, 16), int(high, 16)
+
+
 def _regions(targets: set[str]) -> list[tuple[int, int]]:
     """Address ranges mapping one of ``targets``, from ``/proc/self/maps``."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            regions = [line.split(maxsplit=5) for line in maps]
+            headers = [line.split(maxsplit=5) for line in maps]
     except OSError:
         return []
     return [
-        (int(fields[0].split("-")[0], 16), int(fields[0].split("-")[1], 16))
-        for fields in regions
+        _span(fields[0])
+        for fields in headers
         if len(fields) == 6 and fields[5].rstrip("\n") in targets
     ]
 
@@ -142,11 +156,10 @@ def _clean_regions(targets: set[str]) -> list[tuple[int, int]]:
         with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
             for line in smaps:
                 head = line.split(maxsplit=5)
-                if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+                if ":" not in head[0]:
                     # A region header: "start-end perms offset dev inode [path]".
                     path = head[5].rstrip("\n") if len(head) == 6 else ""
-                    low, high = (int(bound, 16) for bound in head[0].split("-"))
-                    current = (low, high) if path in targets else None
+                    current = _span(head[0]) if path in targets else None
                 elif current is not None and head[0] == "Anonymous:":
                     if head[1] == "0":
                         regions.append(current)

@@ -111,7 +111,7 @@ class OnnxGenerator:
         graph = model_dir / "model.onnx"
         # Prepacking copies what it reads of the mapped weights; let those pages go
         # and fault back only what decoding touches (the head's looked-up rows, norms).
-        weight_files = [path for path in model_dir.iterdir() if path.is_file()]
+        weight_files = [model_dir / name for name in manifest.files]
         with shedding_mapped_pages(weight_files):
             session = open_session(
                 graph,
