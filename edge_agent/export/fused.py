@@ -287,7 +287,7 @@ class _Builder:
             k = self.head_norm(k, f"{p}.k_norm.weight", kv_size, f"{n}/k_norm")
         cos, sin = self.rotary(s.rope_bases[i], 1.0 if s.windows[i] else s.rope_factor)
         window = s.windows[i]
-        self.node(
+        attended = self.node(
             "GroupQueryAttention",
             [
                 q,
@@ -312,11 +312,10 @@ class _Builder:
             do_rotary=1,
             rotary_interleaved=0,
         )
-        gqa = f"{n}/GroupQueryAttention"
         # Rename the cache outputs to the names the runtime binds.
         self.nodes[-1].output[1] = f"present.{i}.key"
         self.nodes[-1].output[2] = f"present.{i}.value"
-        return self.linear(f"{gqa}/out0", f"{p}.o_proj.weight", s.hidden, q_size, f"{n}/o_proj")
+        return self.linear(attended, f"{p}.o_proj.weight", s.hidden, q_size, f"{n}/o_proj")
 
     def head_norm(self, x: str, weight: str, size: int, name: str) -> str:
         """Gemma 3's per-head RMS norm of queries/keys, before rotary."""

@@ -177,6 +177,11 @@ class SharedBufferEngine(_Steps):
             self._binding.bind_output("logits", "cpu")
         self._grow(min(context, _FIRST_CAPACITY), keep=0)
 
+    def _reserve(self, positions: int, *, keep: int) -> None:
+        """Make room for ``positions``: at least double, at most the context."""
+        if positions > self._capacity:
+            self._grow(min(self._context, max(positions, 2 * self._capacity)), keep=keep)
+
     def _grow(self, capacity: int, *, keep: int) -> None:
         """(Re)allocate the buffers at ``capacity`` positions, keeping the first ``keep``.
 
@@ -207,10 +212,7 @@ class SharedBufferEngine(_Steps):
 
     def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
         """One step; KV appended in place, logits written to the bound array."""
-        total = past_len + len(ids)
-        if total > self._capacity:
-            wanted = max(total, 2 * self._capacity)
-            self._grow(min(self._context, wanted), keep=past_len)
+        self._reserve(past_len + len(ids), keep=past_len)
         # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
         feeds = self._small_inputs(ids, past_len)
         for name, value in feeds.items():
@@ -242,9 +244,7 @@ class SharedBufferEngine(_Steps):
         """Copy the snapshot back into the head of the buffers, unless it is still there."""
         if past is self._resident:
             return
-        needed = max(kept.shape[2] for kept in past.values())
-        if needed > self._capacity:
-            self._grow(min(self._context, max(needed, 2 * self._capacity)), keep=0)
+        self._reserve(max(kept.shape[2] for kept in past.values()), keep=0)
         for name, kept in past.items():
             self._buffers[name][:, :, : kept.shape[2]] = kept
         self._resident = past
