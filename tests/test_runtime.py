@@ -15,7 +15,7 @@ from edge_agent.export.tiny import TinyModel
 from edge_agent.llm.base import GenerationRequest
 from edge_agent.llm.manifest import Manifest, Quantization, verify
 from edge_agent.llm.runtime import OnnxGenerator
-from edge_agent.llm.stream import StopScanner
+from edge_agent.llm.stream import IncrementalText, StopScanner
 from tests.support.agent import run_cli
 from tests.support.models import OnnxHarness
 
@@ -111,6 +111,28 @@ def test_stop_scanner_holds_back_unfinished_characters_until_done() -> None:
     scanner.update("x\u00e9\ufffd")
     scanner.finish("x\u00e9\ufffd")
     assert pieces == ["x", "\u00e9", "\ufffd"]
+
+
+def test_incremental_text_matches_decoding_everything_at_every_step() -> None:
+    # A SentencePiece-like decoder: a sequence's first piece loses its leading space,
+    # and a character split over byte pieces decodes to U+FFFD until it is whole.
+    pieces = {1: " The", 2: " caf", 3: b"\xc3", 4: b"\xa9", 5: " is", 6: " warm", 7: "."}
+
+    def decode(ids: list[int]) -> str:
+        raw = b"".join(p if isinstance(p, bytes) else p.encode() for p in map(pieces.get, ids))
+        return raw.decode("utf-8", "replace").removeprefix(" ")
+
+    decodes: list[int] = []
+
+    def counted(ids: list[int]) -> str:
+        decodes.append(len(ids))
+        return decode(ids)
+
+    ids = [1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4]
+    incremental = IncrementalText(counted)
+    for n in range(1, len(ids) + 1):
+        assert incremental.text(ids[:n]) == decode(ids[:n])
+    assert max(decodes) <= 3, "each step decodes a short window, not the whole list"
 
 
 def test_a_failing_text_sink_is_dropped_not_fatal() -> None:

@@ -66,7 +66,7 @@ def test_the_shared_buffer_grows_past_its_first_size_without_changing_tokens(
     tiny_model: TinyModel,
 ) -> None:
     # Buffers start at 256 positions; this prompt, its output and a kept head of more
-    # than 256 tokens make the engine grow them while generating and on restore.
+    # than 256 tokens make the engine grow them for the request and on restore.
     bound = OnnxGenerator.load(tiny_model.int4_dir)
     plain = OnnxGenerator.load(tiny_model.int4_dir, io_binding=False)
     head = "The living room is warm and the humidity is 45 percent. " * 24
@@ -81,3 +81,22 @@ def test_the_shared_buffer_grows_past_its_first_size_without_changing_tokens(
         # (more than 256 positions) must grow them first.
         bound._engine._grow(256, keep=0)  # type: ignore[attr-defined]
     assert bound.reused_tokens_total > 256
+
+
+@pytest.mark.slow
+def test_each_request_sizes_the_shared_buffer_and_a_short_one_shrinks_it(
+    tiny_model: TinyModel,
+) -> None:
+    # GroupQueryAttention's cost follows the buffer's length: after a long request a
+    # short one must not keep running over the long one's buffer.
+    bound = OnnxGenerator.load(tiny_model.int4_dir)
+    plain = OnnxGenerator.load(tiny_model.int4_dir, io_binding=False)
+    long = bound.render("The living room is warm and the humidity is 45 percent. " * 24)
+    short = bound.render("Summarise the kitchen temperature.")
+    for prompt in (long, short, long):
+        want = plain.generate(GenerationRequest(prompt, 16))
+        got = bound.generate(GenerationRequest(prompt, 16))
+        assert (got.text, got.new_tokens) == (want.text, want.new_tokens)
+        needed = len(bound.encode(prompt)) + 16
+        capacity = bound._engine._capacity  # type: ignore[attr-defined]
+        assert needed <= capacity <= 2 * needed + 64, (needed, capacity)

@@ -175,3 +175,19 @@ def test_far_fewer_tokens_than_transformers_conversion(
     theirs = len(broken.encode(ISSUE_PROMPT, add_special_tokens=False).ids)
     assert ours < 100 < theirs
     assert theirs > 1.5 * ours
+
+
+def test_incremental_detokenizing_equals_whole_decoding(tokenizer: Tokenizer) -> None:
+    """Streaming decodes a window per token; it must add up to the whole text."""
+    from edge_agent.llm.stream import IncrementalText
+
+    text = "Température 21,5 °C dans la cuisine 🌡️ — 湿度 62 %.\n\nThe hall is dark."
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(part: list[int]) -> str:
+        return str(tokenizer.decode(part, skip_special_tokens=True))
+
+    incremental = IncrementalText(decode)
+    for n in range(1, len(ids) + 1):
+        assert incremental.text(ids[:n]) == decode(ids[:n])
+    assert incremental.text(ids) == text

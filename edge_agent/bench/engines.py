@@ -32,7 +32,7 @@ def run_ours(model_dir: Path, threads: int, work: Workload, context: int) -> Eng
     generator = OnnxGenerator.load(model_dir, threads=threads, verify=False, context_tokens=context)
     load_s = time.perf_counter() - started
     # Random-weight models hit eos at random; masking it makes every run equally long.
-    eos = list(generator.manifest.eos_token_ids)
+    eos = np.asarray(generator.manifest.eos_token_ids, dtype=np.int64)
 
     def no_eos(
         generated: Sequence[int], logits: npt.NDArray[np.float32]

@@ -13,8 +13,10 @@ from edge_agent.errors import GenerationError
 from edge_agent.llm.session import KvLayout
 
 Past = dict[str, np.ndarray]
-# Initial KV buffer length of the shared-buffer engine; it doubles up to the context.
+# Initial KV buffer length of the shared-buffer engine, before any request sizes it.
 _FIRST_CAPACITY = 256
+# Requests size the KV buffers in steps of this many positions.
+_CAPACITY_STEP = 64
 
 
 class DecoderEngine(Protocol):
@@ -24,10 +26,15 @@ class DecoderEngine(Protocol):
         """Forget the cache: the next ``forward`` starts at position 0."""
         ...
 
+    def reserve(self, positions: int, *, keep: int) -> None:
+        """Size the cache for a request of ``positions`` in all; the first ``keep`` are valid."""
+        ...
+
     def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
         """Feed ``ids`` after ``past_len`` cached positions; return the last logits row.
 
-        The row may be a view into a buffer the next call overwrites.
+        The row is scratch: the caller may edit it in place, and the next call
+        overwrites it (it may be a view into the engine's bound output).
         """
         ...
 
@@ -59,6 +66,9 @@ class _Steps:
         if self._layout.has_position_ids:
             feeds["position_ids"] = self._positions[:, past_len:total]
         return feeds
+
+    def reserve(self, positions: int, *, keep: int) -> None:
+        """Nothing to size: the cache grows with each step's outputs."""
 
 
 def _failed(past_len: int, exc: Exception) -> GenerationError:
@@ -153,10 +163,11 @@ class SharedBufferEngine(_Steps):
 
     ``past_key_values.*`` and ``present.*`` are bound to the same buffer, so
     GroupQueryAttention appends the new positions in place and nothing is copied or
-    concatenated per token. Buffers start at 256 positions and double (one copy of the
-    valid head) up to the context, because the op's cost tracks the buffer's length.
-    The logits go to a preallocated array when the graph emits only the last position
-    (the fused graph, or the builder's ``prune_lm_head``).
+    concatenated per token. Each request sizes the buffers to its prompt plus budget
+    (``reserve``), because the op's cost tracks the buffer's length: one long request
+    must not slow every later short one. The logits go to a preallocated array when
+    the graph emits only the last position (the fused graph, or the builder's
+    ``prune_lm_head``), and a decode step's token id is written into a bound array.
     """
 
     def __init__(self, session: ort.InferenceSession, layout: KvLayout, context: int) -> None:
@@ -175,10 +186,20 @@ class SharedBufferEngine(_Steps):
             )
         else:
             self._binding.bind_output("logits", "cpu")
+        # Decode steps write their one token here instead of binding a new array.
+        self._token = np.zeros((1, 1), dtype=np.int64)
+        self._token_bound = False
         self._grow(min(context, _FIRST_CAPACITY), keep=0)
 
+    def reserve(self, positions: int, *, keep: int) -> None:
+        """Fit the buffers to a request: grow to it, or shrink if they are over twice it."""
+        step = _CAPACITY_STEP
+        target = min(self._context, -(-positions // step) * step)
+        if target > self._capacity or self._capacity > 2 * target:
+            self._grow(max(target, keep), keep=keep)
+
     def _reserve(self, positions: int, *, keep: int) -> None:
-        """Make room for ``positions``: at least double, at most the context."""
+        """Make room for ``positions`` mid-request: at least double, at most the context."""
         if positions > self._capacity:
             self._grow(min(self._context, max(positions, 2 * self._capacity)), keep=keep)
 
@@ -215,6 +236,15 @@ class SharedBufferEngine(_Steps):
         self._reserve(past_len + len(ids), keep=past_len)
         # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
         feeds = self._small_inputs(ids, past_len)
+        if len(ids) == 1:
+            # The bound [1, 1] array is read at run time: writing it is the new input.
+            self._token[0, 0] = ids[0]
+            del feeds["input_ids"]
+            if not self._token_bound:
+                self._binding.bind_cpu_input("input_ids", self._token)
+                self._token_bound = True
+        else:
+            self._token_bound = False
         for name, value in feeds.items():
             self._binding.bind_cpu_input(name, value)
         if self._logits is None:

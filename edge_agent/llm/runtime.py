@@ -27,7 +27,7 @@ from edge_agent.llm.session import (
     open_session,
     uses_group_query_attention,
 )
-from edge_agent.llm.stream import StopScanner
+from edge_agent.llm.stream import IncrementalText, StopScanner
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +214,8 @@ class OnnxGenerator:
         picker = TokenPicker(request.sampling, prompt, request.logits_processor)
         budget = min(request.max_new_tokens, context - len(prompt))
         scanner = StopScanner(self._manifest.stop_strings + request.stop, request.on_text)
-        reused = self._start_from_prefix(prompt)
+        detokenizer = IncrementalText(self.decode)
+        reused = self._start_from_prefix(prompt, len(prompt) + budget)
         self.reused_tokens_total += reused
         step, done = prompt[reused:], reused
         new = picker.generated
@@ -232,7 +233,7 @@ class OnnxGenerator:
                 new.pop()
                 reason = "eos"
                 break
-            text, stopped = scanner.update(self.decode(new))
+            text, stopped = scanner.update(detokenizer.text(new))
             if stopped:
                 reason = "stop"
                 break
@@ -263,8 +264,13 @@ class OnnxGenerator:
         )
         return Generation(text, len(prompt), len(new), reason, latency)
 
-    def _start_from_prefix(self, prompt: list[int]) -> int:
-        """Load the kept prefix cache if the prompt starts with it; return its length."""
+    def _start_from_prefix(self, prompt: list[int], positions: int) -> int:
+        """Size the cache for ``positions``; load the kept prefix if the prompt starts with it.
+
+        Returns the number of reused tokens. Sizing comes first, so a resized cache
+        receives the prefix in the restore's single copy.
+        """
+        self._engine.reserve(positions, keep=0)
         kept = self._prefix
         # At least one token must still be fed: the step's logits come from it.
         if (

@@ -57,11 +57,12 @@ class TokenPicker:
         return self._generated
 
     def pick(self, logits: npt.NDArray[np.float32]) -> int:
-        """Choose the next token; ``logits`` (shape ``[vocab]``) may be changed in place."""
+        """Choose the next token; ``logits`` (shape ``[vocab]``) is scratch, edited in place.
+
+        The engine's row is overwritten by its next step anyway; a copy would cost a
+        fresh megabyte (Gemma's 256k vocabulary) and its page faults on every token.
+        """
         s = self._sampling
-        if s.repetition_penalty != 1.0 or self._processor is not None:
-            # The engine may own this buffer (bound output), so edit a private copy.
-            logits = np.array(logits, dtype=np.float32)
         if s.repetition_penalty != 1.0 and self._seen.size:
             scores = logits[self._seen]
             logits[self._seen] = np.where(

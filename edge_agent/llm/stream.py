@@ -1,8 +1,8 @@
-"""Stop-string scanning and streamed text deltas over a growing decoded text (pure)."""
+"""Incremental detokenizing, stop-string scanning and streamed text deltas (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -59,3 +59,34 @@ class StopScanner:
         except Exception as exc:
             log.warning("text_sink_failed", error=repr(exc))
             self._sink = None
+
+
+class IncrementalText:
+    """The decoded text of a growing list of ids, decoding only its tail on each step.
+
+    Decoding the whole list every token costs O(n) per step. Instead the text that is
+    final (no unfinished character at its end) is kept, and each step decodes a short
+    window: the last final token(s) as context plus the new ones, and keeps what the
+    window adds beyond its context. The context makes tokenizers that treat a
+    sequence's first token specially (SentencePiece's leading space) decode the same
+    as they would inside the whole text.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._final = ""
+        self._start = 0
+        """Window start: ids from here to ``_read`` are context, already in ``_final``."""
+        self._read = 0
+
+    def text(self, ids: Sequence[int]) -> str:
+        """The text of ``ids``, the same list as last time with tokens appended."""
+        context = self._decode(list(ids[self._start : self._read]))
+        window = self._decode(list(ids[self._start :]))
+        if not window.startswith(context):
+            return self._decode(list(ids))  # a tokenizer this scheme does not fit
+        if len(window) > len(context) and not window.endswith(_PARTIAL):
+            self._final += window[len(context) :]
+            self._start, self._read = self._read, len(ids)
+            return self._final
+        return self._final + window[len(context) :]
