@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bench.report import render_table
+from edge_agent.bench.report import render_rounds, render_table
 from edge_agent.bench.result import EngineResult
 from edge_agent.bench.runner import Contender, run_all
 from edge_agent.bench.workload import Workload, build
@@ -45,6 +45,21 @@ def test_the_table_shows_ours_over_peer_ratios_and_skipped_peers() -> None:
     assert "skipped llama.cpp: llama-cpp-python is not installed" in table
     assert "ours/genai" in table
     assert "ours/llama" not in table
+
+
+def test_rounds_take_the_median_of_each_rounds_ratio_and_the_highest_peak() -> None:
+    # The machine slows down over the bench: each round's ratio is 1.0, the pooled one not.
+    rounds = [
+        [_result("edge-agent", 10.0 / k, 1000.0 + k), _result("onnxruntime-genai", 10.0 / k, 900.0)]
+        for k in (1, 2, 4)
+    ]
+    rounds[1][0] = _result("edge-agent", 6.0, 1000.0)  # one round 1.2x
+    table = render_rounds(rounds)
+    decode = next(line for line in table.splitlines() if line.startswith("decode tok/s"))
+    assert decode.split()[2:] == ["6.00", "5.00", "1.00x"]  # medians; median of 1, 1.2, 1
+    rss = next(line for line in table.splitlines() if line.startswith("peak RSS MiB, whole"))
+    assert rss.split()[-3:] == ["1004", "900", "1.12x"]
+    assert "decode ours/genai in each of 3 rounds: 1.00 1.20 1.00" in table
 
 
 def test_the_workload_gives_every_engine_the_same_ids() -> None:

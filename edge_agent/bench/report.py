@@ -1,8 +1,14 @@
-"""The benchmark table: our numbers, each peer's, and ours/peer ratios (pure)."""
+"""The benchmark table: our numbers, each peer's, and ours/peer ratios (pure).
+
+With several rounds (every engine measured once per round), a value is the median
+over the rounds, a peak is the highest, and a ratio is the median of each round's own
+ratio: engines measured next to each other share the machine's drift on a busy host.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge_agent.bench.result import EngineResult
@@ -16,6 +22,8 @@ class Metric:
     value: Callable[[EngineResult], float | None]
     higher_is_better: bool
     digits: int = 2
+    peak: bool = False
+    """Across rounds, report the highest value (memory), not the median."""
 
 
 METRICS = (
@@ -28,27 +36,32 @@ METRICS = (
     Metric("TTFT long, uncached s", lambda r: r.ttft_uncached_s, False, 3),
     Metric("TTFT long, cached prefix s", lambda r: r.ttft_cached_s, False, 3),
     Metric("load s", lambda r: r.load_s, False, 2),
-    Metric("peak RSS MiB, timed runs", lambda r: r.runs_peak_rss_mb, False, 0),
-    Metric("peak RSS MiB, whole bench", lambda r: r.peak_rss_mb, False, 0),
+    Metric("peak RSS MiB, timed runs", lambda r: r.runs_peak_rss_mb, False, 0, peak=True),
+    Metric("peak RSS MiB, whole bench", lambda r: r.peak_rss_mb, False, 0, peak=True),
 )
 # Counts are context, not performance: no ratio for them.
 _NO_RATIO = {"prompt tokens", "new tokens", "long prompt tokens"}
 
 
 def render_table(results: list[EngineResult]) -> str:
-    """A plain-text table; the first result is ours, the others get a ratio column."""
-    ours, peers = results[0], [r for r in results[1:] if not r.skipped]
-    header = ["metric", ours.engine]
-    for peer in peers:
-        header += [peer.engine, f"ours/{_short(peer.engine)}"]
+    """A plain-text table of one round; the first result is ours, the others get ratios."""
+    return render_rounds([results])
+
+
+def render_rounds(rounds: Sequence[list[EngineResult]]) -> str:
+    """The table over rounds of the same engines, in the same order in every round."""
+    first = rounds[0]
+    ours = first[0].engine
+    names = [r.engine for r in first[1:] if not r.skipped]
+    header = ["metric", ours]
+    for name in names:
+        header += [name, f"ours/{_short(name)}"]
     rows = [header]
     for metric in METRICS:
-        mine = metric.value(ours)
-        row = [metric.label, _fmt(mine, metric.digits)]
-        for peer in peers:
-            theirs = metric.value(peer)
-            row.append(_fmt(theirs, metric.digits))
-            ratio = None if metric.label in _NO_RATIO else _ratio(mine, theirs)
+        row = [metric.label, _fmt(_across(rounds, ours, metric), metric.digits)]
+        for name in names:
+            row.append(_fmt(_across(rounds, name, metric), metric.digits))
+            ratio = None if metric.label in _NO_RATIO else _round_ratio(rounds, name, metric)
             row.append("" if ratio is None else f"{ratio:.2f}x")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -61,14 +74,53 @@ def render_table(results: list[EngineResult]) -> str:
     ]
     lines.insert(1, "-" * len(lines[0]))
     out = "\n".join(lines)
-    if ours.ttft_cached_s and ours.ttft_uncached_s:
-        share = ours.ttft_cached_s / ours.ttft_uncached_s
-        out += f"\n\ncached-prefix TTFT / uncached TTFT (ours): {share:.2f}"
-    for r in results:
+    cached = _across(rounds, ours, _CACHED)
+    uncached = _across(rounds, ours, _UNCACHED)
+    if cached and uncached:
+        out += f"\n\ncached-prefix TTFT / uncached TTFT (ours): {cached / uncached:.2f}"
+    if len(rounds) > 1:
+        for name in names:
+            each = [_ratio(*_pair(r, ours, name, _DECODE)) for r in rounds]
+            shown = " ".join("n/a" if x is None else f"{x:.2f}" for x in each)
+            out += f"\ndecode ours/{_short(name)} in each of {len(rounds)} rounds: {shown}"
+    for r in first:
         if r.skipped:
             out += f"\nskipped {r.engine}: {r.skipped}"
     out += "\nratios are ours/peer: above 1 is better for rates, below 1 for times and memory"
+    if len(rounds) > 1:
+        out += "\nvalues: medians over rounds (peaks: the highest); ratios: medians of each round's"
     return out
+
+
+_DECODE = next(m for m in METRICS if m.label == "decode tok/s")
+_CACHED = next(m for m in METRICS if m.label == "TTFT long, cached prefix s")
+_UNCACHED = next(m for m in METRICS if m.label == "TTFT long, uncached s")
+
+
+def _value(results: list[EngineResult], engine: str, metric: Metric) -> float | None:
+    found = next((r for r in results if r.engine == engine and not r.skipped), None)
+    return None if found is None else metric.value(found)
+
+
+def _across(rounds: Sequence[list[EngineResult]], engine: str, metric: Metric) -> float | None:
+    values = [v for r in rounds if (v := _value(r, engine, metric)) is not None]
+    if not values:
+        return None
+    return max(values) if metric.peak else statistics.median(values)
+
+
+def _pair(
+    results: list[EngineResult], ours: str, peer: str, metric: Metric
+) -> tuple[float | None, float | None]:
+    return _value(results, ours, metric), _value(results, peer, metric)
+
+
+def _round_ratio(rounds: Sequence[list[EngineResult]], peer: str, metric: Metric) -> float | None:
+    if metric.peak:
+        # A peak is compared peak to peak, not round by round.
+        return _ratio(_across(rounds, rounds[0][0].engine, metric), _across(rounds, peer, metric))
+    each = [x for r in rounds if (x := _ratio(*_pair(r, r[0].engine, peer, metric))) is not None]
+    return statistics.median(each) if each else None
 
 
 def _ratio(mine: float | None, theirs: float | None) -> float | None:

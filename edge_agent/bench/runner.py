@@ -39,13 +39,39 @@ def run_all(
     timeout_s: float,
 ) -> list[EngineResult]:
     """Measure the contenders one after another (never concurrently: 2 cores)."""
+    return run_rounds(
+        contenders, work, rounds=1, threads=threads, context=context, timeout_s=timeout_s
+    )[0]
+
+
+def run_rounds(
+    contenders: list[Contender],
+    work: Workload,
+    *,
+    rounds: int,
+    threads: int,
+    context: int,
+    timeout_s: float,
+) -> list[list[EngineResult]]:
+    """Every contender once per round; each round's results in the contenders' order.
+
+    Every other round runs them in reverse order, so a machine that drifts faster or
+    slower over the bench does not favour whichever engine goes first.
+    """
+    done: list[list[EngineResult]] = []
     with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as tmp:
         path = Path(tmp) / "workload.json"
         work.to_file(path)
-        return [
-            run_child(c, path, threads=threads, context=context, timeout_s=timeout_s)
-            for c in contenders
-        ]
+        for number in range(rounds):
+            order = list(contenders) if number % 2 == 0 else list(reversed(contenders))
+            if rounds > 1:
+                log.info("bench_round_started", round=number + 1, of=rounds)
+            measured = {
+                c.engine: run_child(c, path, threads=threads, context=context, timeout_s=timeout_s)
+                for c in order
+            }
+            done.append([measured[c.engine] for c in contenders])
+    return done
 
 
 def run_child(

@@ -17,10 +17,15 @@ examples:
   edge-agent bench model --model DIR --peers --genai-model GENAI_DIR --gguf model-q4_0.gguf \\
       --peer-python ~/.cache/edge-agent/bench-venv/bin/python
 
+  edge-agent bench model --model DIR --peers --genai-model GENAI_DIR --gguf FILE \\
+      --runs 4 --rounds 3                                    # a noisy or shared machine
+
 Every engine runs in its own process (its peak RSS is its own), one after another,
 on the same token ids. Peers need onnxruntime-genai / llama-cpp-python in the peer
 Python; a missing package or model skips that peer with a message. Numbers are
 medians of --runs runs; compare ratios, not absolute numbers, on a shared machine.
+With --rounds N every engine is measured N times, in alternating order, and each
+ratio is the median of the N ratios taken between neighbours in time.
 """
 
 _DEFAULT_PEER_VENV = Path.home() / ".cache" / "edge-agent" / "bench-venv" / "bin" / "python"
@@ -57,6 +62,13 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench.add_argument("--new-tokens", type=int, default=64, help="tokens to generate (64)")
     bench.add_argument("--runs", type=int, default=6, help="timed runs; medians are shown (6)")
     bench.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every engine this many times, alternating their order; ratios are "
+        "the median of each round's (1; use 3+ on a busy or virtual machine)",
+    )
+    bench.add_argument(
         "--prefix-tokens", type=int, default=400, help="cached head for the TTFT test (400)"
     )
     bench.add_argument("--suffix-tokens", type=int, default=100, help="tail after the head (100)")
@@ -79,12 +91,12 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _bench(args: argparse.Namespace) -> int:
     # Deferred: the bench pulls in the tokenizer and subprocess machinery only when used.
-    from edge_agent.bench.report import render_table
-    from edge_agent.bench.runner import Contender, run_all
+    from edge_agent.bench.report import render_rounds
+    from edge_agent.bench.runner import Contender, run_rounds
     from edge_agent.bench.workload import build
     from edge_agent.llm.manifest import Manifest
 
-    for name in ("threads", "prompt_tokens", "new_tokens", "runs"):
+    for name in ("threads", "prompt_tokens", "new_tokens", "runs", "rounds"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     manifest = Manifest.from_dir(args.model)
@@ -116,20 +128,23 @@ def _bench(args: argparse.Namespace) -> int:
             Contender("onnxruntime-genai", args.genai_model or Path("missing"), python),
             Contender("llama.cpp", args.gguf or Path("missing.gguf"), python),
         ]
-    results = run_all(
+    rounds = run_rounds(
         contenders,
         work,
+        rounds=args.rounds,
         threads=args.threads,
         context=context,
         timeout_s=args.timeout,
     )
-    if results[0].skipped:
-        raise ModelError(f"our runtime failed on {args.model}: {results[0].skipped}")
+    for results in rounds:
+        if results[0].skipped:
+            raise ModelError(f"our runtime failed on {args.model}: {results[0].skipped}")
     if args.json:
-        for result in results:
-            print(json.dumps(asdict(result)))
-    print(f"threads={args.threads} runs={args.runs} model={args.model}")
-    print(render_table(results))
+        for number, results in enumerate(rounds, 1):
+            for result in results:
+                print(json.dumps({"round": number, **asdict(result)}))
+    print(f"threads={args.threads} runs={args.runs} rounds={args.rounds} model={args.model}")
+    print(render_rounds(rounds))
     return 0
 
 
