@@ -115,3 +115,24 @@ def test_export_refuses_a_non_empty_out_folder(tiny_model: TinyModel, tmp_path: 
     assert done.returncode == 1
     assert "not empty" in done.stderr
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_calibrated_rounding_exports_a_working_folder_closer_to_float(
+    tiny_model: TinyModel, exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from edge_agent.export.quality import DEFAULT_TEXT, compare
+
+    out = tmp_path / "calibrated"
+    done = run_cli(
+        "model", "export", str(tiny_model.hf_dir), "--out", str(out), "--rounding", "calibrated",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "calibrating" in done.stdout + done.stderr
+    manifest = verify(out)
+    assert manifest.quantization.rounding == "calibrated"
+    assert verify(exported[0]).quantization.rounding == "nearest"
+    # About 1,000 tokens of the quality text (calibration reads a different one).
+    text = DEFAULT_TEXT.read_text(encoding="utf-8")[:3000]
+    calibrated = compare(out, exported[1], text, threads=1)
+    nearest = compare(exported[0], exported[1], text, threads=1)
+    assert calibrated.mean_kl < nearest.mean_kl, (calibrated, nearest)

@@ -36,6 +36,7 @@ examples:
   edge-agent model export google/gemma-2-2b-it --out ./gemma2-2b-int4     # needs hub access + login
   edge-agent model export ~/hf/gemma-2-2b-it --out ./gemma2-2b-int4       # a downloaded folder
   edge-agent model export model.gguf --out ./m --fp32-out ./m-fp32         # a GGUF file
+  edge-agent model export model.gguf --out ./m --block-size 128 --rounding calibrated
 
 Writes the fused graph (GroupQueryAttention with rotary, soft-cap and sliding window;
 fused QKV; skip + RMS norm; LM head on the last position only), streams the float
@@ -222,6 +223,15 @@ def _add_quant_options(parser: argparse.ArgumentParser) -> None:
         help="bits of the LM head and the embedding it shares (default 4)",
     )
     parser.add_argument(
+        "--rounding",
+        choices=("nearest", "search", "calibrated"),
+        default="nearest",
+        help="int4 scales: nearest = the block's peak, as onnxruntime's quantizer (default); "
+        "search = least squared error; calibrated = that error weighted by each input "
+        "channel's activations over a packaged calibration text (runs the float model "
+        "once; better quality, so a larger --block-size, faster, can match block 32)",
+    )
+    parser.add_argument(
         "--ignore-source-bits",
         action="store_true",
         help="re-round every weight to --bits/--head-bits, also those a GGUF stores with 5+ "
@@ -299,7 +309,8 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"  weights:  {quant.method} {quant.bits}-bit, block {quant.block_size}, "
         f"accuracy level {quant.accuracy_level}, "
-        f"{'symmetric' if quant.symmetric else 'asymmetric'}{head}{shared}"
+        f"{'symmetric' if quant.symmetric else 'asymmetric'}{head}{shared}, "
+        f"{quant.rounding} rounding"
     )
     print(f"  files:    {len(manifest.files)} listed in {MANIFEST_NAME}, {total / 1e6:.1f} MB")
     for name, size in sorted(sizes.items()):

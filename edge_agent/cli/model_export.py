@@ -29,6 +29,7 @@ def quant_spec(args: argparse.Namespace) -> QuantSpec:
         head_bits=args.head_bits,
         bits=args.bits,
         match_source=not args.ignore_source_bits,
+        rounding=args.rounding,
     )
 
 

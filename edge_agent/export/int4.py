@@ -8,7 +8,7 @@ blocks also feed a ``GatherBlockQuantized`` lookup through a free ``Reshape``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from edge_agent.errors import ExportError
 from edge_agent.export.onnx_export import MODEL_FILE, save_with_external_data
 from edge_agent.export.progress import track
+from edge_agent.export.rounding import quantize_int4
 from edge_agent.export.spec import QuantSpec
 
 SourceBlocks = Callable[[str], "tuple[np.ndarray, np.ndarray, np.ndarray] | None"]
@@ -27,6 +28,7 @@ SourceBlocks = Callable[[str], "tuple[np.ndarray, np.ndarray, np.ndarray] | None
 log = structlog.get_logger(__name__)
 
 _MS = "com.microsoft"
+ROUNDINGS = ("nearest", "search", "calibrated")
 # Small tensors (shape vectors, norm weights) stay in the graph file.
 _INLINE_BYTES = 1024
 
@@ -64,6 +66,7 @@ def quantize_folder(
     *,
     int8_weights: frozenset[str] = frozenset(),
     source_blocks: SourceBlocks | None = None,
+    importance: Mapping[str, np.ndarray] | None = None,
     progress: bool = True,
 ) -> QuantReport:
     """Quantize ``src_dir/model.onnx`` (float, external data) into ``dst_dir``.
@@ -71,11 +74,19 @@ def quantize_folder(
     Weights named in ``int8_weights`` (initializer names) get 8 bits whatever ``spec`` says.
     ``source_blocks`` returns a weight's own 4-bit blocks (GGUF Q4_K): with block size 32
     they are stored as they are, float zero points included, instead of re-rounded.
+    ``importance`` (weight name -> mean squared activation per input channel, from
+    ``calibrate``) weights the scale search when ``spec.rounding`` is ``calibrated``.
     """
     if spec.block_size < 16 or spec.block_size & (spec.block_size - 1):
         raise ExportError(f"block size {spec.block_size} must be a power of two >= 16")
     if spec.head_bits not in (4, 8) or spec.bits not in (4, 8):
         raise ExportError(f"bits must be 4 or 8, not {spec.bits} (head {spec.head_bits})")
+    if spec.rounding not in ROUNDINGS:
+        raise ExportError(f"unknown rounding {spec.rounding!r}; use one of {', '.join(ROUNDINGS)}")
+    if spec.rounding != "nearest" and not spec.symmetric:
+        raise ExportError(f"{spec.rounding} rounding is for symmetric int4; drop --asymmetric")
+    if spec.rounding == "calibrated" and not importance:
+        raise ExportError("calibrated rounding needs the calibration's activation energies")
     model = onnx.load(str(src_dir / MODEL_FILE), load_external_data=False)
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
@@ -104,7 +115,8 @@ def quantize_folder(
         if name not in blocks:
             array = numpy_helper.to_array(inits[name], base_dir=str(src_dir))
             nk = array if transposed else array.T
-            blocks[name], tensors = _quantize(name, nk, spec, bits)
+            weight = importance.get(name) if importance else None
+            blocks[name], tensors = _quantize(name, nk, spec, bits, weight)
             new_inits.extend(tensors)
             report.float_bytes += array.nbytes
             report.quant_bytes += sum(len(t.raw_data) for t in tensors)
@@ -149,6 +161,27 @@ def quantize_folder(
     return report
 
 
+def matmul_activations(graph: onnx.GraphProto) -> dict[str, str]:
+    """Weight initializer -> the activation its MatMul multiplies, for every quantizable one.
+
+    A MatMul fed by a Slice (the fused graph's LM head, which sees only the last
+    position) maps to the Slice's input, so calibration sees every position.
+    """
+    inits = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    found: dict[str, str] = {}
+    for node in graph.node:
+        weight = _matmul_weights([node], inits, producers).get(id(node))
+        if weight is None:
+            continue
+        activation = node.input[0]
+        producer = producers.get(activation)
+        if producer is not None and producer.op_type == "Slice":
+            activation = producer.input[0]
+        found.setdefault(weight[0], activation)
+    return found
+
+
 def _matmul_weights(
     nodes: Iterable[onnx.NodeProto],
     inits: dict[str, onnx.TensorProto],
@@ -173,14 +206,27 @@ def _matmul_weights(
 
 
 def _quantize(
-    name: str, nk: np.ndarray, spec: QuantSpec, bits: int
+    name: str, nk: np.ndarray, spec: QuantSpec, bits: int, importance: np.ndarray | None = None
 ) -> tuple[_Blocks, list[onnx.TensorProto]]:
-    """Blockwise-quantize a ``[N, K]`` weight along K with onnxruntime's kernels."""
+    """Blockwise-quantize a ``[N, K]`` weight along K.
+
+    Symmetric int4 with a searched rounding goes through ``rounding``; everything else
+    (nearest rounding, 8 bits, zero points) through onnxruntime's own kernels.
+    """
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
     n, k = nk.shape
     if k % spec.block_size:
         raise ExportError(f"{name}: K={k} is not a multiple of block size {spec.block_size}")
+    if bits == 4 and spec.symmetric and spec.rounding != "nearest":
+        weight = importance if spec.rounding == "calibrated" else None
+        data, scale = quantize_int4(nk, spec.block_size, weight)
+        tag = f"{name}_q4"
+        tensors = [
+            numpy_helper.from_array(data, f"{tag}_data"),
+            numpy_helper.from_array(scale, f"{tag}_scales"),
+        ]
+        return _Blocks(f"{tag}_data", f"{tag}_scales", None, n, k, 4), tensors
     n_blocks = k // spec.block_size
     blob = spec.block_size * bits // 8
     packed = np.zeros((n, n_blocks, blob), dtype=np.uint8)

@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 
 from edge_agent.errors import ExportError
+from edge_agent.export.calibrate import activation_energy
 from edge_agent.export.folder import ensure_new_folder, write_manifest
 from edge_agent.export.fused import FusedWeights, build_fused_graph, fused_names
 from edge_agent.export.graph import Graph, export_graph, write_float_model
@@ -81,7 +82,8 @@ def _export_into(
 ) -> tuple[Manifest, QuantReport]:
     if graph not in GRAPHS:
         raise ExportError(f"unknown graph engine {graph!r}; use one of {', '.join(GRAPHS)}")
-    steps = Steps(4 if graph == "fused" else 5, enabled=progress)
+    calibrate = spec.rounding == "calibrated"
+    steps = Steps((4 if graph == "fused" else 5) + int(calibrate), enabled=progress)
     int8 = source.high_precision if spec.match_source else frozenset()
     own = source.int4_blocks if spec.reuse_source_blocks else None
     weights = source.weights
@@ -97,9 +99,26 @@ def _export_into(
     steps("writing float weights")
     fp32, int4 = staging / "fp32", staging / "int4"
     write_float_model(onnx_graph, weights, fp32, progress=progress)
+    importance = None
+    if calibrate:
+        steps("calibrating: activation energy per input channel")
+        config = source.config
+        importance = activation_energy(
+            fp32,
+            source.tokenizer,
+            bos_token_id=int(config.bos_token_id),
+            kv_shape=(int(config.num_key_value_heads), int(config.head_dim)),
+            progress=progress,
+        )
     steps("quantizing to int4 (MatMulNBits)")
     report = quantize_folder(
-        fp32, int4, spec, int8_weights=int8, source_blocks=own, progress=progress
+        fp32,
+        int4,
+        spec,
+        int8_weights=int8,
+        source_blocks=own,
+        importance=importance,
+        progress=progress,
     )
     steps("writing tokenizer and manifest")
     quant = Quantization(
@@ -111,6 +130,7 @@ def _export_into(
         head_bits=spec.head_bits if spec.head_bits != 4 else None,
         shared_embedding=report.shared_embedding,
         int8_matmuls=report.int8_matmuls,
+        rounding=spec.rounding,
     )
     folders = [(int4, quant)] + ([(fp32, _FLOAT)] if keep_fp32 else [])
     manifest = None

@@ -21,6 +21,10 @@ class QuantSpec:
     match_source: bool = True
     """Keep 8 bits for weights the source stores with 5 or more bits (GGUF Q5_0/Q6_K/Q8_0):
     re-rounding those to 4 bits stacks a second quantization error on the first."""
+    rounding: str = "nearest"
+    """int4 scales: ``nearest`` (the block's peak, as onnxruntime's quantizer), ``search``
+    (least squared error over a grid), or ``calibrated`` (``search`` weighted by each
+    input channel's mean squared activation over a calibration text)."""
     reuse_source_blocks: bool = False
     """Store a GGUF's Q4_K weights as they are (float zero points) instead of re-rounding.
     Exact, but onnxruntime 1.32 decodes float zero points about 2x slower on x86."""

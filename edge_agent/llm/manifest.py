@@ -36,6 +36,9 @@ class Quantization:
     """True when the token embedding reads the LM head's quantized blocks (stored once)."""
     int8_matmuls: int = 0
     """MatMuls kept at 8 bits (e.g. where the source already stored 5+ bits)."""
+    rounding: str = "nearest"
+    """How int4 scales were chosen: ``nearest`` (block peak), ``search`` (least squared
+    error), or ``calibrated`` (error weighted by calibration activations)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,7 @@ class Manifest:
                     head_bits=_opt_int(quant.get("head_bits")),
                     shared_embedding=bool(quant.get("shared_embedding", False)),
                     int8_matmuls=int(quant.get("int8_matmuls", 0)),
+                    rounding=str(quant.get("rounding", "nearest")),
                 ),
                 files={str(k): str(v) for k, v in raw["files"].items()},
                 stop_strings=tuple(str(s) for s in raw.get("stop_strings", ())),
