@@ -82,3 +82,15 @@ def test_searched_blocks_run_in_matmulnbits_as_dequantized() -> None:
     x = np.random.default_rng(1).normal(size=(2, 128)).astype(np.float32)
     (y,) = session.run(None, {"x": x})
     np.testing.assert_allclose(y, x @ dequantize_int4(packed, scales).T, rtol=1e-4, atol=1e-4)
+
+
+def test_chunks_searched_in_parallel_give_the_same_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.export import rounding
+
+    w = _weights(n=96)
+    energy = np.linspace(1, 50, 128, dtype=np.float32)
+    whole = quantize_int4(w, 32, energy)
+    monkeypatch.setattr(rounding, "_CHUNK_VALUES", 128 * 7)  # 14 chunks of 7 rows
+    chunked = quantize_int4(w, 32, energy)
+    assert np.array_equal(whole[0], chunked[0])
+    assert np.array_equal(whole[1], chunked[1])
