@@ -19,9 +19,13 @@ PROMPTS = (
 HEAD = "Sensor readings follow. Summarise them for the household in one sentence.\n"
 
 
+def _bound_and_plain(folder: Path) -> tuple[OnnxGenerator, OnnxGenerator]:
+    """The folder behind the default (IOBinding) engine and behind plain ``session.run``."""
+    return OnnxGenerator.load(folder), OnnxGenerator.load(folder, io_binding=False)
+
+
 def _same_tokens(folder: Path) -> None:
-    bound = OnnxGenerator.load(folder)
-    plain = OnnxGenerator.load(folder, io_binding=False)
+    bound, plain = _bound_and_plain(folder)
     for user in PROMPTS:
         prompt = bound.render(user)
         a = bound.generate(GenerationRequest(prompt, 24))
@@ -67,8 +71,7 @@ def test_the_shared_buffer_grows_past_its_first_size_without_changing_tokens(
 ) -> None:
     # Buffers start at 256 positions; this prompt, its output and a kept head of more
     # than 256 tokens make the engine grow them for the request and on restore.
-    bound = OnnxGenerator.load(tiny_model.int4_dir)
-    plain = OnnxGenerator.load(tiny_model.int4_dir, io_binding=False)
+    bound, plain = _bound_and_plain(tiny_model.int4_dir)
     head = "The living room is warm and the humidity is 45 percent. " * 24
     assert len(bound.encode(head)) > 256
     for tail in ("kitchen 21.5 C", "garage door open"):
@@ -89,8 +92,7 @@ def test_each_request_sizes_the_shared_buffer_and_a_short_one_shrinks_it(
 ) -> None:
     # GroupQueryAttention's cost follows the buffer's length: after a long request a
     # short one must not keep running over the long one's buffer.
-    bound = OnnxGenerator.load(tiny_model.int4_dir)
-    plain = OnnxGenerator.load(tiny_model.int4_dir, io_binding=False)
+    bound, plain = _bound_and_plain(tiny_model.int4_dir)
     long = bound.render("The living room is warm and the humidity is 45 percent. " * 24)
     short = bound.render("Summarise the kitchen temperature.")
     for prompt in (long, short, long):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge_agent.cli import model_export
 from edge_agent.errors import ExportError, ModelError
+from edge_agent.export.spec import ROUNDINGS
 from edge_agent.llm.manifest import MANIFEST_NAME, Manifest, check_family, verify
 from edge_agent.logs import configure_logging
 
@@ -224,7 +225,7 @@ def _add_quant_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rounding",
-        choices=("nearest", "search", "calibrated"),
+        choices=ROUNDINGS,
         default="nearest",
         help="int4 scales: nearest = the block's peak, as onnxruntime's quantizer (default); "
         "search = least squared error; calibrated = that error weighted by each input "

@@ -21,14 +21,13 @@ from edge_agent.errors import ExportError
 from edge_agent.export.onnx_export import MODEL_FILE, save_with_external_data
 from edge_agent.export.progress import track
 from edge_agent.export.rounding import quantize_int4
-from edge_agent.export.spec import QuantSpec
+from edge_agent.export.spec import ROUNDINGS, QuantSpec
 
 SourceBlocks = Callable[[str], "tuple[np.ndarray, np.ndarray, np.ndarray] | None"]
 
 log = structlog.get_logger(__name__)
 
 _MS = "com.microsoft"
-ROUNDINGS = ("nearest", "search", "calibrated")
 # Small tensors (shape vectors, norm weights) stay in the graph file.
 _INLINE_BYTES = 1024
 
@@ -218,31 +217,26 @@ def _quantize(
     n, k = nk.shape
     if k % spec.block_size:
         raise ExportError(f"{name}: K={k} is not a multiple of block size {spec.block_size}")
+    zero_points: np.ndarray | None = None
     if bits == 4 and spec.symmetric and spec.rounding != "nearest":
         weight = importance if spec.rounding == "calibrated" else None
-        data, scale = quantize_int4(nk, spec.block_size, weight)
-        tag = f"{name}_q4"
-        tensors = [
-            numpy_helper.from_array(data, f"{tag}_data"),
-            numpy_helper.from_array(scale, f"{tag}_scales"),
-        ]
-        return _Blocks(f"{tag}_data", f"{tag}_scales", None, n, k, 4), tensors
-    n_blocks = k // spec.block_size
-    blob = spec.block_size * bits // 8
-    packed = np.zeros((n, n_blocks, blob), dtype=np.uint8)
-    scales = np.zeros((n, n_blocks), dtype=np.float32)
-    zp_cols = (n_blocks * bits + 7) // 8
-    zero_points = np.zeros((n, zp_cols), dtype=np.uint8)
-    kn = np.ascontiguousarray(nk.T, dtype=np.float32)
-    kernel = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
-    kernel(packed, kn, scales, zero_points, spec.block_size, n, k, spec.symmetric)
+        packed, scales = quantize_int4(nk, spec.block_size, weight)
+    else:
+        n_blocks = k // spec.block_size
+        packed = np.zeros((n, n_blocks, spec.block_size * bits // 8), dtype=np.uint8)
+        scales = np.zeros((n, n_blocks), dtype=np.float32)
+        points = np.zeros((n, (n_blocks * bits + 7) // 8), dtype=np.uint8)
+        kn = np.ascontiguousarray(nk.T, dtype=np.float32)
+        kernel = quantize_matmul_4bits if bits == 4 else quantize_matmul_8bits
+        kernel(packed, kn, scales, points, spec.block_size, n, k, spec.symmetric)
+        zero_points = None if spec.symmetric else points
     tag = f"{name}_q{bits}"
     tensors = [
         numpy_helper.from_array(packed, f"{tag}_data"),
         numpy_helper.from_array(scales, f"{tag}_scales"),
     ]
     zp_name = None
-    if not spec.symmetric:
+    if zero_points is not None:
         zp_name = f"{tag}_zero_points"
         tensors.append(numpy_helper.from_array(zero_points, zp_name))
     return _Blocks(f"{tag}_data", f"{tag}_scales", zp_name, n, k, bits), tensors

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ROUNDINGS = ("nearest", "search", "calibrated")
+"""How int4 scales may be chosen (``QuantSpec.rounding``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class QuantSpec:

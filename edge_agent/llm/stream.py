@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import structlog
 
@@ -79,12 +79,12 @@ class IncrementalText:
         """Window start: ids from here to ``_read`` are context, already in ``_final``."""
         self._read = 0
 
-    def text(self, ids: Sequence[int]) -> str:
+    def text(self, ids: list[int]) -> str:
         """The text of ``ids``, the same list as last time with tokens appended."""
-        context = self._decode(list(ids[self._start : self._read]))
-        window = self._decode(list(ids[self._start :]))
+        context = self._decode(ids[self._start : self._read])
+        window = self._decode(ids[self._start :])
         if not window.startswith(context):
-            return self._decode(list(ids))  # a tokenizer this scheme does not fit
+            return self._decode(ids)  # a tokenizer this scheme does not fit
         if len(window) > len(context) and not window.endswith(_PARTIAL):
             self._final += window[len(context) :]
             self._start, self._read = self._read, len(ids)
