@@ -102,3 +102,30 @@ def test_each_request_sizes_the_shared_buffer_and_a_short_one_shrinks_it(
         needed = len(bound.encode(prompt)) + 16
         capacity = bound._engine._capacity  # type: ignore[attr-defined]
         assert needed <= capacity <= 2 * needed + 64, (needed, capacity)
+
+
+@pytest.mark.slow
+def test_a_fused_graph_with_logits_for_every_position_gives_the_same_tokens(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    # A GroupQueryAttention graph whose head runs on every position (a builder export
+    # without prune_lm_head): its logits come back unallocated, behind the KV caches.
+    onnx = pytest.importorskip("onnx")
+    from edge_agent.export.fused import all_positions
+
+    folder = tmp_path / "all-positions"
+    folder.mkdir()
+    for item in tiny_model.int4_dir.iterdir():
+        if item.name != "model.onnx":
+            (folder / item.name).hardlink_to(item)
+    graph = onnx.load(str(tiny_model.int4_dir / "model.onnx"), load_external_data=False)
+    assert all_positions(graph)
+    onnx.save(graph, str(folder / "model.onnx"))
+    # model.onnx no longer matches the manifest's checksum, so no verification.
+    every = OnnxGenerator.load(folder, verify=False)
+    last = OnnxGenerator.load(tiny_model.int4_dir)
+    for user in PROMPTS:
+        prompt = last.render(user)
+        want = last.generate(GenerationRequest(prompt, 24))
+        got = every.generate(GenerationRequest(prompt, 24))
+        assert (got.text, got.new_tokens) == (want.text, want.new_tokens)

@@ -179,6 +179,9 @@ class SharedBufferEngine(_Steps):
         # restoring it again needs no copy (steps after it only write further on).
         self._resident: Past | None = None
         self._logits: npt.NDArray[np.float32] | None = None
+        # The caches are bound first: bound outputs come back in the order of their
+        # first binding, and ``forward`` reads the unallocated logits as the last one.
+        self._grow(min(context, _FIRST_CAPACITY), keep=0)
         if layout.last_logits_only and layout.vocab_size:
             self._logits = np.zeros((1, 1, layout.vocab_size), dtype=np.float32)
             self._binding.bind_ortvalue_output(
@@ -189,7 +192,6 @@ class SharedBufferEngine(_Steps):
         # Decode steps write their one token here instead of binding a new array.
         self._token = np.zeros((1, 1), dtype=np.int64)
         self._token_bound = False
-        self._grow(min(context, _FIRST_CAPACITY), keep=0)
 
     def reserve(self, positions: int, *, keep: int) -> None:
         """Fit the buffers to a request: grow to it, or shrink if they are over twice it."""
@@ -259,7 +261,7 @@ class SharedBufferEngine(_Steps):
         if self._logits is not None:
             logits = self._logits
         else:
-            # Bound outputs come back in binding order: the caches first, logits last.
+            # Re-binding a name keeps its place: the caches first, logits last.
             logits = self._binding.get_outputs()[-1].numpy()
         row: npt.NDArray[np.float32] = logits[0, -1]
         return row
