@@ -236,7 +236,7 @@ def _add_actions(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "per token, cold and warm, against the unconstrained decode step of the same model "
         "in the same run; also the mask warm-up and the masks' memory. See "
         "edge_agent/actions/bench.py for the method.",
-        epilog="example:\n  edge-agent bench actions --model ~/models/gemma3-270m-int8",
+        epilog="example:\n  edge-agent bench actions --model ~/models/gemma3-270m",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions.add_argument("--model", type=Path, required=True, metavar="DIR", help="model folder")

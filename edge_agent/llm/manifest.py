@@ -36,6 +36,8 @@ class Quantization:
     """True when the token embedding reads the LM head's quantized blocks (stored once)."""
     int8_matmuls: int = 0
     """MatMuls kept at 8 bits (e.g. where the source already stored 5+ bits)."""
+    head_int8_rows: int = 0
+    """Rows of a 4-bit head (its first, most frequent tokens) stored at 8 bits."""
     rounding: str = "nearest"
     """How int4 scales were chosen: ``nearest`` (block peak), ``search`` (least squared
     error), or ``calibrated`` (error weighted by calibration activations)."""
@@ -101,6 +103,7 @@ class Manifest:
                     head_bits=_opt_int(quant.get("head_bits")),
                     shared_embedding=bool(quant.get("shared_embedding", False)),
                     int8_matmuls=int(quant.get("int8_matmuls", 0)),
+                    head_int8_rows=int(quant.get("head_int8_rows", 0)),
                     rounding=str(quant.get("rounding", "nearest")),
                 ),
                 files={str(k): str(v) for k, v in raw["files"].items()},
