@@ -15,7 +15,13 @@ import structlog
 
 from edge_agent.domain import Anomaly, MetricFacts
 from edge_agent.errors import GenerationError
-from edge_agent.grounding import check_grounding, fact_numbers, numbers_in
+from edge_agent.grounding import (
+    check_grounding,
+    fact_numbers,
+    fact_units,
+    numbers_in,
+    quantities_in,
+)
 from edge_agent.llm.base import GenerationRequest, Generator
 from edge_agent.narrate import Prompt, fallback_text, fit_facts
 from edge_agent.worker import InferenceWorker
@@ -175,6 +181,12 @@ class Narrator:
             return "empty"
         allowed = fact_numbers(facts) | {v for v, _ in numbers_in(prompt.dynamic)}
         allowed |= set(extra_numbers)
+        units = fact_units(facts)
+        # A unit the prompt itself writes (an alert's "rose 3.2 °C", a question's
+        # "above 25 °C") may be repeated with its number.
+        for value, _, meant, _ in quantities_in(prompt.dynamic, units):
+            for unit in meant:
+                units[unit].add(value)
         cited = {f.device for f in facts} | {f.area for f in facts if f.area}
-        result = check_grounding(text, allowed, cited, known_names)
+        result = check_grounding(text, allowed, cited, known_names, units)
         return "" if result.ok else f"grounding: {result.reason}"

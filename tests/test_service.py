@@ -243,3 +243,13 @@ def test_an_expired_question_is_dropped_not_answered() -> None:
 def test_bad_questions_are_refused_with_a_reason(payload: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AskRequest.from_payload(payload, default_reply_to="t/answer", now=0.0)
+
+
+def test_a_reading_written_with_another_metrics_unit_gives_a_fallback() -> None:
+    gen = ScriptedGenerator("The fridge is at 61 °C.")
+    transport = MemoryTransport()
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store)
+    _summarise(agent, worker, [{"temperature": 4.5, "humidity": 61}], store)
+    (summary,) = transport.on("t/summary")
+    assert summary["fallback_reason"] == "grounding: no reading in °C is 61"
