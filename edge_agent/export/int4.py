@@ -148,7 +148,7 @@ def quantize_folder(
         if name in splits:
             replaced[id(node)] = _split_matmul(node, splits[name], spec)
             continue
-        replaced[id(node)] = [_matmul_nbits(node.input[0], node, blocks[name], spec)]
+        replaced[id(node)] = [_matmul_nbits(node, blocks[name], spec)]
         report.int8_matmuls += int(blocks[name].bits == 8)
     for node in graph.node:
         if node.op_type != "Gather" or node.input[0] not in inits or not spec.quantize_embedding:
@@ -298,10 +298,10 @@ def _from_source_blocks(
 
 
 def _matmul_nbits(
-    x: str, node: onnx.NodeProto, b: _Blocks, spec: QuantSpec, suffix: str = ""
+    node: onnx.NodeProto, b: _Blocks, spec: QuantSpec, suffix: str = ""
 ) -> onnx.NodeProto:
-    """``node``'s MatMul of ``x`` on ``b``; a ``suffix`` renames its output (a split part)."""
-    inputs = [x, b.data, b.scales] + ([b.zero_points] if b.zero_points else [])
+    """``node``'s MatMul on the blocks ``b``; a ``suffix`` renames its output (a split part)."""
+    inputs = [node.input[0], b.data, b.scales] + ([b.zero_points] if b.zero_points else [])
     return helper.make_node(
         "MatMulNBits",
         inputs,
@@ -318,8 +318,8 @@ def _matmul_nbits(
 
 def _split_matmul(node: onnx.NodeProto, split: _Split, spec: QuantSpec) -> list[onnx.NodeProto]:
     """The head as two MatMulNBits over its row ranges, joined along the vocabulary."""
-    top = _matmul_nbits(node.input[0], node, split.top, spec, "_top")
-    rest = _matmul_nbits(node.input[0], node, split.rest, spec, "_rest")
+    top = _matmul_nbits(node, split.top, spec, "_top")
+    rest = _matmul_nbits(node, split.rest, spec, "_rest")
     join = helper.make_node(
         "Concat",
         [top.output[0], rest.output[0]],
