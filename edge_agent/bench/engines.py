@@ -1,7 +1,10 @@
 """The three engines under test, each timed the same way; run inside a child process.
 
-Peer packages are imported inside their functions, so a missing one costs only its
-own row (``PeerMissing``), and the device install never needs them.
+Every engine turns each new token into text as it goes, as an application streaming a
+reply must: ours through ``generate`` (incremental detokenizing and the stop-string
+scan), onnxruntime-genai through its ``TokenizerStream``, llama.cpp through
+``detokenize``. Peer packages are imported inside their functions, so a missing one
+costs only its own row (``PeerMissing``), and the device install never needs them.
 """
 
 from __future__ import annotations
@@ -96,13 +99,16 @@ def run_ortgenai(model_dir: Path, threads: int, work: Workload) -> EngineResult:
         total = len(ids) + new
         params.set_search_options(do_sample=False, max_length=total, min_length=total)
         generator = og.Generator(model, params)
+        stream = tokenizer.create_stream()
         t0 = time.perf_counter()
         generator.append_tokens(np.asarray([ids], dtype=np.int32))
         generator.generate_next_token()
+        stream.decode(generator.get_next_tokens()[0])
         t1 = time.perf_counter()
         produced = 1
         while produced < new and not generator.is_done():
             generator.generate_next_token()
+            stream.decode(generator.get_next_tokens()[0])
             produced += 1
         t2 = time.perf_counter()
         return RunTimes(len(ids), t1 - t0, produced, t2 - t1)
@@ -155,10 +161,12 @@ def run_llamacpp(gguf: Path, threads: int, work: Workload, context: int) -> Engi
         t0 = time.perf_counter()
         llm.eval(ids)
         token = next_token()
+        llm.detokenize([token])
         t1 = time.perf_counter()
         for _ in range(new - 1):
             llm.eval([token])
             token = next_token()
+            llm.detokenize([token])
         t2 = time.perf_counter()
         return RunTimes(len(ids), t1 - t0, new, t2 - t1)
 
