@@ -53,19 +53,31 @@ def _readings(token: str) -> list[tuple[float, int]]:
     return [(value, decimals)]
 
 
+def _readings_of(fact: MetricFacts) -> list[float]:
+    """The values of ``fact`` in its unit, as the prompt shows them: levels and trend."""
+    values = [fact.last, fact.min, fact.max, fact.mean]
+    if fact.slope_per_h is not None:
+        values.append(abs(fact.slope_per_h))
+    return values
+
+
 def fact_numbers(facts: Iterable[MetricFacts]) -> set[float]:
-    """The numbers a summary may cite: every value of every fact, its hourly trend too."""
+    """The numbers a summary may cite: every value of every fact, its count too."""
     allowed: set[float] = set()
     for fact in facts:
-        allowed.update((fact.last, fact.min, fact.max, fact.mean, float(fact.count)))
-        if fact.slope_per_h is not None:
-            allowed.add(abs(fact.slope_per_h))
+        allowed.update(_readings_of(fact))
+        allowed.add(float(fact.count))
     return allowed
+
+
+def _fold_degree(text: str) -> str:
+    """The ordinal sign (º), a common look-alike, read as the degree sign (°)."""
+    return text.replace("\u00ba", "\u00b0")
 
 
 def unit_key(unit: str) -> str:
     """How units compare: case, spaces and the ordinal-sign look-alike of ° do not count."""
-    return unit.replace("\u00ba", "\u00b0").replace(" ", "").lower()
+    return _fold_degree(unit).replace(" ", "").lower()
 
 
 # Words a text may use for a unit symbol; each maps to the symbols it can stand for.
@@ -76,12 +88,8 @@ def fact_units(facts: Iterable[MetricFacts]) -> dict[str, set[float]]:
     """Unit -> the values a summary may write with that unit: levels and hourly trends."""
     units: dict[str, set[float]] = {}
     for fact in facts:
-        if not fact.unit:
-            continue
-        values = units.setdefault(unit_key(fact.unit), set())
-        values.update((fact.last, fact.min, fact.max, fact.mean))
-        if fact.slope_per_h is not None:
-            values.add(abs(fact.slope_per_h))
+        if fact.unit:
+            units.setdefault(unit_key(fact.unit), set()).update(_readings_of(fact))
     return units
 
 
@@ -90,9 +98,7 @@ def quantities_in(
 ) -> list[tuple[float, int, tuple[str, ...], str]]:
     """Numbers written right before one of ``units`` (keys of ``unit_key``), or a word
     for one: (value, decimals, the units it may be in, the unit as written)."""
-    spelled: dict[str, tuple[str, ...]] = {}
-    for unit in units:
-        spelled[unit] = (unit,)
+    spelled: dict[str, tuple[str, ...]] = {unit: (unit,) for unit in units}
     for word, symbols in _UNIT_WORDS.items():
         meant = tuple(u for u in symbols if u in units)
         if meant:
@@ -103,7 +109,7 @@ def quantities_in(
     options = "|".join(re.escape(u) for u in sorted(spelled, key=len, reverse=True))
     pattern = re.compile(rf"({_NUMBER.pattern})\s?({options})(?!\w)", re.IGNORECASE)
     found = []
-    for match in pattern.finditer(text.replace("\u00ba", "\u00b0")):
+    for match in pattern.finditer(_fold_degree(text)):
         for value, decimals in _readings(match.group(1)):
             found.append((value, decimals, spelled[match.group(2).lower()], match.group(2)))
             break
@@ -129,8 +135,9 @@ def check_grounding(
     for value, decimals in numbers_in(text):
         if not _near(value, decimals, allowed):
             return GroundingResult(False, f"number {value:g} is not in the facts")
-    for value, decimals, meant, written in quantities_in(text, units or {}):
-        if not any(_near(value, decimals, (units or {})[unit]) for unit in meant):
+    readings = units or {}
+    for value, decimals, meant, written in quantities_in(text, readings):
+        if not any(_near(value, decimals, readings[unit]) for unit in meant):
             return GroundingResult(False, f"no reading in {written} is {value:g}")
     lowered = text.lower()
     cited = {n.lower() for n in cited_names}

@@ -58,11 +58,12 @@ class _Steps:
         self._positions = np.arange(context + 1, dtype=np.int64)[None, :]
 
     def _small_inputs(self, ids: Sequence[int], past_len: int) -> dict[str, np.ndarray]:
-        total = past_len + len(ids)
-        feeds = {
-            "input_ids": np.asarray([ids], dtype=np.int64),
-            "attention_mask": self._ones[:, :total],
-        }
+        return {"input_ids": np.asarray([ids], dtype=np.int64), **self._span(past_len, len(ids))}
+
+    def _span(self, past_len: int, count: int) -> dict[str, np.ndarray]:
+        """The mask (and position ids) of ``count`` new positions after ``past_len``."""
+        total = past_len + count
+        feeds = {"attention_mask": self._ones[:, :total]}
         if self._layout.has_position_ids:
             feeds["position_ids"] = self._positions[:, past_len:total]
         return feeds
@@ -200,7 +201,7 @@ class SharedBufferEngine(_Steps):
         if target > self._capacity or self._capacity > 2 * target:
             self._grow(max(target, keep), keep=keep)
 
-    def _reserve(self, positions: int, *, keep: int) -> None:
+    def _make_room(self, positions: int, *, keep: int) -> None:
         """Make room for ``positions`` mid-request: at least double, at most the context."""
         if positions > self._capacity:
             self._grow(min(self._context, max(positions, 2 * self._capacity)), keep=keep)
@@ -235,17 +236,17 @@ class SharedBufferEngine(_Steps):
 
     def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
         """One step; KV appended in place, logits written to the bound array."""
-        self._reserve(past_len + len(ids), keep=past_len)
+        self._make_room(past_len + len(ids), keep=past_len)
         # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
-        feeds = self._small_inputs(ids, past_len)
+        feeds = self._span(past_len, len(ids))
         if len(ids) == 1:
             # The bound [1, 1] array is read at run time: writing it is the new input.
             self._token[0, 0] = ids[0]
-            del feeds["input_ids"]
             if not self._token_bound:
                 self._binding.bind_cpu_input("input_ids", self._token)
                 self._token_bound = True
         else:
+            feeds["input_ids"] = np.asarray([ids], dtype=np.int64)
             self._token_bound = False
         for name, value in feeds.items():
             self._binding.bind_cpu_input(name, value)
@@ -276,7 +277,7 @@ class SharedBufferEngine(_Steps):
         """Copy the snapshot back into the head of the buffers, unless it is still there."""
         if past is self._resident:
             return
-        self._reserve(max(kept.shape[2] for kept in past.values()), keep=0)
+        self._make_room(max(kept.shape[2] for kept in past.values()), keep=0)
         for name, kept in past.items():
             self._buffers[name][:, :, : kept.shape[2]] = kept
         self._resident = past
