@@ -15,7 +15,7 @@ from typing import Literal
 
 from edge_agent.domain import Anomaly, MetricFacts
 
-PROMPT_VERSION = "narrate-v3"
+PROMPT_VERSION = "narrate-v4"
 TITLE_MAX = 255  # Home Assistant caps a state at 255 characters.
 
 PromptFormat = Literal["chat", "completion"]
@@ -42,16 +42,26 @@ LANGUAGES = {
 # The examples are what a base model imitates. Without one for humidity, the 270M
 # default wrote humidity in °C and called rooms "open" after the garage door; plain
 # wording ("at 68 % humidity") measured better than adjectives ("humid", "mild").
+# Their readings come in the order of _LEAD_METRICS, as a prompt's do (below).
 _FEW_SHOT = (
     "Readings:\n- office temperature: now 22.4 °C, min 21.9, max 22.4, rising 0.5 per hour\n"
     "- office co2: now 640 ppm, min 610, max 660\n"
     "Summary: The office is at 22.4 °C and slowly warming; CO2 is fine at 640 ppm.\n\n"
-    "Readings:\n- garage door: now 1, changed 2 times\n- garage temperature: now 8.5 °C, "
-    "min 8.1, max 9.0\nSummary: The garage door is open and the garage is cool at 8.5 °C.\n\n"
-    "Readings:\n- bathroom humidity: now 68 %, min 52, max 71\n"
-    "- bathroom temperature: now 21.6 °C, min 20.9, max 21.8\n"
-    "Summary: The bathroom is at 68 % humidity and 21.6 °C.\n\n"
+    "Readings:\n- garage temperature: now 8.5 °C, min 8.1, max 9.0\n"
+    "- garage door: now 1, changed 2 times\n"
+    "Summary: The garage is cool at 8.5 °C and its door is open.\n\n"
+    "Readings:\n- bathroom temperature: now 21.6 °C, min 20.9, max 21.8\n"
+    "- bathroom humidity: now 68 %, min 52, max 71\n"
+    "Summary: The bathroom is at 21.6 °C and 68 % humidity.\n\n"
 )
+
+# A device's readings are listed with these first, in this order, then the rest by
+# name. A small model copies numbers best in the order its examples show. With the
+# alphabetical order (co2, humidity, temperature) the 270M default misquoted the
+# humidity of the demo's three-metric living room in 12 of 17 summaries, and with this
+# order and the examples above in 2 of 17; `edge-agent bench narration` (seed 7)
+# went from 85% to 94% grounded.
+_LEAD_METRICS = ("temperature", "humidity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +95,14 @@ def describe_fact(fact: MetricFacts) -> str:
             f"- {fact.device} {fact.metric}: no new data, last {_with_unit(fact.last, fact.unit)}"
         )
     line = f"- {fact.device} {fact.metric}: now {_with_unit(fact.last, fact.unit)}"
+    if fact.changes:
+        # A binary sensor's min 0 / max 1 says nothing its changes do not, and the
+        # 270M default wrote those numbers into the next reading's temperature.
+        line += f", changed {len(fact.changes)} times"
+        return line
     if fact.count > 1:
         line += f", min {_num(fact.min)}, max {_num(fact.max)}"
-    if fact.changes:
-        line += f", changed {len(fact.changes)} times"
-    elif fact.slope_per_h is not None and abs(fact.slope_per_h) >= 0.01:
+    if fact.slope_per_h is not None and abs(fact.slope_per_h) >= 0.01:
         trend = "rising" if fact.slope_per_h > 0 else "falling"
         line += f", {trend} {_num(abs(fact.slope_per_h))} per hour"
     return line
@@ -128,7 +141,13 @@ def fit_facts(
             continue
         chosen.append(fact)
         used += cost
-    return tuple(sorted(chosen, key=lambda f: (f.device, f.metric)))
+    return tuple(sorted(chosen, key=reading_order))
+
+
+def reading_order(fact: MetricFacts) -> tuple[str, int, str]:
+    """Sort key for prompt lines: by device, then temperature, humidity, the rest by name."""
+    lead = _LEAD_METRICS.index(fact.metric) if fact.metric in _LEAD_METRICS else len(_LEAD_METRICS)
+    return (fact.device, lead, fact.metric)
 
 
 def _instructions(language: str, home: str) -> str:

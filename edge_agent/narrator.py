@@ -27,6 +27,8 @@ from edge_agent.narrate import Prompt, fallback_text, fit_facts
 from edge_agent.worker import InferenceWorker
 
 log = structlog.get_logger(__name__)
+# Enough of a rejected narration to see what went wrong, without flooding the journal.
+_REJECTED_LOG_CHARS = 300
 
 TextSink = Callable[[str], None]
 
@@ -146,12 +148,17 @@ class Narrator:
         if result.latency_s > 0:
             self.stats.last_decode_tok_s = result.new_tokens / result.latency_s
         text = result.text.strip()
-        reason = self._reject_reason(
-            text, prompt, facts, result.stop_reason, extra_numbers, known_names
-        )
+        reason = reject_reason(text, prompt, facts, result.stop_reason, extra_numbers, known_names)
         if reason:
             self.stats.fallbacks += 1
-            log.info("narration_fallback", key=key, reason=reason, fallbacks=self.stats.fallbacks)
+            # The rejected text is what an operator needs to judge the model or the check.
+            log.info(
+                "narration_fallback",
+                key=key,
+                reason=reason,
+                rejected=text[:_REJECTED_LOG_CHARS],
+                fallbacks=self.stats.fallbacks,
+            )
             text = fallback_text(facts, anomalies)
         else:
             self.stats.grounded += 1
@@ -166,27 +173,28 @@ class Narrator:
             stop_reason=result.stop_reason,
         )
 
-    def _reject_reason(
-        self,
-        text: str,
-        prompt: Prompt,
-        facts: tuple[MetricFacts, ...],
-        stop_reason: str,
-        extra_numbers: Iterable[float],
-        known_names: Iterable[str],
-    ) -> str:
-        if stop_reason == "deadline":
-            return "deadline"
-        if not text:
-            return "empty"
-        allowed = fact_numbers(facts) | {v for v, _ in numbers_in(prompt.dynamic)}
-        allowed |= set(extra_numbers)
-        units = fact_units(facts)
-        # A unit the prompt itself writes (an alert's "rose 3.2 °C", a question's
-        # "above 25 °C") may be repeated with its number.
-        for value, _, meant, _ in quantities_in(prompt.dynamic, units):
-            for unit in meant:
-                units[unit].add(value)
-        cited = {f.device for f in facts} | {f.area for f in facts if f.area}
-        result = check_grounding(text, allowed, cited, known_names, units)
-        return "" if result.ok else f"grounding: {result.reason}"
+
+def reject_reason(
+    text: str,
+    prompt: Prompt,
+    facts: tuple[MetricFacts, ...],
+    stop_reason: str,
+    extra_numbers: Iterable[float] = (),
+    known_names: Iterable[str] = (),
+) -> str:
+    """Why ``text`` may not be published ("" when it may): late, empty or ungrounded."""
+    if stop_reason == "deadline":
+        return "deadline"
+    if not text:
+        return "empty"
+    allowed = fact_numbers(facts) | {v for v, _ in numbers_in(prompt.dynamic)}
+    allowed |= set(extra_numbers)
+    units = fact_units(facts)
+    # A unit the prompt itself writes (an alert's "rose 3.2 °C", a question's
+    # "above 25 °C") may be repeated with its number.
+    for value, _, meant, _ in quantities_in(prompt.dynamic, units):
+        for unit in meant:
+            units[unit].add(value)
+    cited = {f.device for f in facts} | {f.area for f in facts if f.area}
+    result = check_grounding(text, allowed, cited, known_names, units)
+    return "" if result.ok else f"grounding: {result.reason}"

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.domain import AskRequest
@@ -130,6 +131,17 @@ def test_an_invented_number_gives_a_fallback_with_the_reason() -> None:
     assert summary["fallback_reason"] == "grounding: number 9.1 is not in the facts"
     assert summary["text"] == "fridge temperature is 5 °C (min 4.5, max 5)."
     assert agent.narrator_stats[:2] == (0, 1)
+
+
+def test_the_journal_keeps_the_rejected_text_beside_the_reason() -> None:
+    gen, transport = ScriptedGenerator("The fridge is at 9.1 °C."), MemoryTransport()
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store)
+    with capture_logs() as logs:
+        _summarise(agent, worker, [{"temperature": 4.5}], store)
+    (line,) = [e for e in logs if e["event"] == "narration_fallback"]
+    assert line["rejected"] == "The fridge is at 9.1 °C."
+    assert line["reason"] == "grounding: number 9.1 is not in the facts"
 
 
 def test_an_invented_sensor_gives_a_fallback() -> None:
