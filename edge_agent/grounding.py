@@ -29,28 +29,22 @@ class GroundingResult:
 
 def numbers_in(text: str) -> list[tuple[float, int]]:
     """Every number in ``text`` as (value, decimals written), tolerant of 1,400 and 21,5."""
-    found = []
-    for token in _NUMBER.findall(text):
-        for value, decimals in _readings(token):
-            found.append((value, decimals))
-            break
-    return found
+    return [found for token in _NUMBER.findall(text) if (found := _reading(token))]
 
 
-def _readings(token: str) -> list[tuple[float, int]]:
-    """Possible readings of a token, most likely first."""
+def _reading(token: str) -> tuple[float, int] | None:
+    """The most likely reading of a number token as (value, decimals), or None."""
     if "," in token and "." not in token:
         head, _, tail = token.rpartition(",")
         if len(tail) == 3 and head.lstrip("-").isdigit():  # 1,400 → thousands
-            return [(float(token.replace(",", "")), 0)]
+            return float(token.replace(",", "")), 0
         token = token.replace(",", ".")  # 21,5 → decimal comma
     token = token.replace(",", "")
     try:
         value = float(token)
     except ValueError:
-        return []
-    decimals = len(token.partition(".")[2])
-    return [(value, decimals)]
+        return None
+    return value, len(token.partition(".")[2])
 
 
 def _readings_of(fact: MetricFacts) -> list[float]:
@@ -110,9 +104,8 @@ def quantities_in(
     pattern = re.compile(rf"({_NUMBER.pattern})\s?({options})(?!\w)", re.IGNORECASE)
     found = []
     for match in pattern.finditer(_fold_degree(text)):
-        for value, decimals in _readings(match.group(1)):
-            found.append((value, decimals, spelled[match.group(2).lower()], match.group(2)))
-            break
+        if reading := _reading(match.group(1)):
+            found.append((*reading, spelled[match.group(2).lower()], match.group(2)))
     return found
 
 

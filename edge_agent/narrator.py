@@ -116,17 +116,11 @@ class Narrator:
         known_names: Iterable[str] = (),
     ) -> Narration | None:
         """Generate for ``prompt`` and check it; None if a newer request superseded it."""
-        gen = self.generator
-        full = gen.render(prompt.text)
-        # The rendered template head plus our static instructions: identical on every
-        # request, so the runtime can keep its KV cache.
-        prefix_chars = full.find(prompt.text) + len(prompt.static)
-        request = GenerationRequest(
-            prompt=full,
+        request = narration_request(
+            self.generator,
+            prompt,
             max_new_tokens=self._cfg.ask_max_new_tokens if answer else self._cfg.max_new_tokens,
             deadline_s=self._cfg.deadline_s,
-            stop=prompt.stop,
-            prefix_chars=max(prefix_chars, 0),
             on_text=on_text,
         )
         started = time.monotonic()
@@ -172,6 +166,29 @@ class Narrator:
             latency_s=result.latency_s,
             stop_reason=result.stop_reason,
         )
+
+
+def narration_request(
+    generator: Generator,
+    prompt: Prompt,
+    *,
+    max_new_tokens: int,
+    deadline_s: float | None = None,
+    on_text: TextSink | None = None,
+) -> GenerationRequest:
+    """``prompt`` in the model's template, with its static head marked for the KV cache."""
+    full = generator.render(prompt.text)
+    # The rendered template head plus our static instructions: identical on every
+    # request, so the runtime can keep its KV cache.
+    prefix_chars = full.find(prompt.text) + len(prompt.static)
+    return GenerationRequest(
+        prompt=full,
+        max_new_tokens=max_new_tokens,
+        deadline_s=deadline_s,
+        stop=prompt.stop,
+        prefix_chars=max(prefix_chars, 0),
+        on_text=on_text,
+    )
 
 
 def reject_reason(

@@ -25,10 +25,11 @@ onnx = pytest.importorskip("onnx")
 ROWS = 384  # of the tiny model's 768-token vocabulary
 
 
-def _quantize(tiny: TinyModel, out: Path, **spec: int) -> Path:
+def _quantize(tiny: TinyModel, out: Path, head_bits: int, head_int8_rows: int = 0) -> Path:
     from edge_agent.export.int4 import quantize_folder
 
-    quantize_folder(tiny.fp32_dir, out, QuantSpec(**spec), progress=False)
+    spec = QuantSpec(head_bits=head_bits, head_int8_rows=head_int8_rows)
+    quantize_folder(tiny.fp32_dir, out, spec, progress=False)
     return out
 
 

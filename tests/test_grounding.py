@@ -6,6 +6,7 @@ import pytest
 
 from edge_agent.domain import MetricFacts
 from edge_agent.grounding import (
+    GroundingResult,
     check_grounding,
     fact_numbers,
     fact_units,
@@ -17,7 +18,9 @@ KITCHEN = MetricFacts("kitchen", "temperature", 4, 21.46, 20.0, 22.5, 21.2, 0, 6
 CO2 = MetricFacts("living_room", "co2", 4, 1412, 600, 1412, 900.25, 0, 60, "ppm")
 
 
-def _check(text: str, known: tuple[str, ...] = ("kitchen", "living_room", "bedroom")):
+def _check(
+    text: str, known: tuple[str, ...] = ("kitchen", "living_room", "bedroom")
+) -> GroundingResult:
     facts = (KITCHEN, CO2)
     return check_grounding(text, fact_numbers(facts), ("kitchen", "living_room"), known)
 
@@ -66,7 +69,7 @@ BATH_T = MetricFacts(
 )
 
 
-def _check_units(text: str):
+def _check_units(text: str) -> GroundingResult:
     facts = (BATH_RH, BATH_T)
     return check_grounding(
         text, fact_numbers(facts), ("bathroom",), ("bathroom",), fact_units(facts)

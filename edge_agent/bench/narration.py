@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.domain import Anomaly, MetricFacts
-from edge_agent.llm.base import GenerationRequest
 from edge_agent.narrate import PROMPT_VERSION, reading_order, summary_prompt
-from edge_agent.narrator import reject_reason
+from edge_agent.narrator import narration_request, reject_reason
 
 WINDOW_S = 3600.0
 
@@ -138,14 +137,9 @@ def bench_narration(
         # The service lists a window's readings in reading_order (fit_facts does).
         facts = tuple(sorted(case.facts, key=reading_order))
         prompt = summary_prompt(facts, style=generator.prompt_format, anomalies=case.anomalies)
-        full = generator.render(prompt.text)
-        request = GenerationRequest(
-            full,
-            max_new_tokens=max_new_tokens,
-            stop=prompt.stop,
-            prefix_chars=full.find(prompt.text) + len(prompt.static),
+        result = generator.generate(
+            narration_request(generator, prompt, max_new_tokens=max_new_tokens)
         )
-        result = generator.generate(request)
         new_tokens += result.new_tokens
         text = result.text.strip()
         reason = reject_reason(text, prompt, facts, result.stop_reason)
