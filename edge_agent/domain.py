@@ -124,6 +124,39 @@ class Anomaly:
         return json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
 
 
+ExcursionPhase = Literal["started", "reminder", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Excursion:
+    """One threshold excursion of one metric: from crossing its limit until back inside.
+
+    Owned by the alert lifecycle (``excursions.py``); findings and summaries read it to say
+    "CO2 has been above 1,000 ppm since 10:05, peak 1,487 ppm".
+    """
+
+    device: str
+    metric: str
+    limit: float
+    """The configured bound that was crossed."""
+    direction: Literal["above", "below"]
+    started_at: float
+    """Time of the reading that crossed the limit, seconds since the epoch."""
+    peak: float
+    """The value furthest beyond the limit so far."""
+    last: float
+    """The latest reading."""
+    unit: str | None = None
+    area: str | None = None
+    resolved_at: float | None = None
+    """Time the value came back inside the limit by the hysteresis margin; None while open."""
+
+    @property
+    def open(self) -> bool:
+        """True while the value has not come back inside the limit."""
+        return self.resolved_at is None
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """Time bounds of the facts behind one summary."""
