@@ -7,6 +7,7 @@ ratio: engines measured next to each other share the machine's drift on a busy h
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,12 @@ class Metric:
     value: Callable[[EngineResult], float | None]
     higher_is_better: bool
     digits: int = 2
+    """Decimal places for counts and rates; ignored for times (see ``scale``)."""
     peak: bool = False
     """Across rounds, report the highest value (memory), not the median."""
+    scale: float | None = None
+    """Times: shown multiplied by this (1000: seconds as ms) with three significant digits,
+    so a sub-millisecond TTFT reads 0.412 and not 0.000 (the JSON keeps full precision)."""
 
 
 METRICS = (
@@ -31,11 +36,11 @@ METRICS = (
     Metric("new tokens", lambda r: r.new_tokens, True, 0),
     Metric("prefill tok/s", lambda r: r.prefill_tok_s, True, 1),
     Metric("decode tok/s", lambda r: r.decode_tok_s, True, 2),
-    Metric("TTFT s", lambda r: r.ttft_s, False, 3),
+    Metric("TTFT ms", lambda r: r.ttft_s, False, scale=1000.0),
     Metric("long prompt tokens", lambda r: r.long_prompt_tokens, True, 0),
-    Metric("TTFT long, uncached s", lambda r: r.ttft_uncached_s, False, 3),
-    Metric("TTFT long, cached prefix s", lambda r: r.ttft_cached_s, False, 3),
-    Metric("load s", lambda r: r.load_s, False, 2),
+    Metric("TTFT long, uncached ms", lambda r: r.ttft_uncached_s, False, scale=1000.0),
+    Metric("TTFT long, cached prefix ms", lambda r: r.ttft_cached_s, False, scale=1000.0),
+    Metric("load s", lambda r: r.load_s, False, scale=1.0),
     Metric("peak RSS MiB, timed runs", lambda r: r.runs_peak_rss_mb, False, 0, peak=True),
     Metric("peak RSS MiB, whole bench", lambda r: r.peak_rss_mb, False, 0, peak=True),
 )
@@ -58,9 +63,9 @@ def render_rounds(rounds: Sequence[list[EngineResult]]) -> str:
         header += [name, f"ours/{_short(name)}"]
     rows = [header]
     for metric in METRICS:
-        row = [metric.label, _fmt(_across(rounds, ours, metric), metric.digits)]
+        row = [metric.label, _fmt(_across(rounds, ours, metric), metric)]
         for name in names:
-            row.append(_fmt(_across(rounds, name, metric), metric.digits))
+            row.append(_fmt(_across(rounds, name, metric), metric))
             ratio = None if metric.label in _NO_RATIO else _round_ratio(rounds, name, metric)
             row.append("" if ratio is None else f"{ratio:.2f}x")
         rows.append(row)
@@ -93,8 +98,8 @@ def render_rounds(rounds: Sequence[list[EngineResult]]) -> str:
 
 
 _DECODE = next(m for m in METRICS if m.label == "decode tok/s")
-_CACHED = next(m for m in METRICS if m.label == "TTFT long, cached prefix s")
-_UNCACHED = next(m for m in METRICS if m.label == "TTFT long, uncached s")
+_CACHED = next(m for m in METRICS if m.label == "TTFT long, cached prefix ms")
+_UNCACHED = next(m for m in METRICS if m.label == "TTFT long, uncached ms")
 
 
 def _value(results: list[EngineResult], engine: str, metric: Metric) -> float | None:
@@ -129,10 +134,21 @@ def _ratio(mine: float | None, theirs: float | None) -> float | None:
     return mine / theirs
 
 
-def _fmt(value: float | None, digits: int) -> str:
+def _fmt(value: float | None, metric: Metric) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.{digits}f}"
+    if metric.scale is None:
+        return f"{value:.{metric.digits}f}"
+    return significant(value * metric.scale)
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits in plain notation: 0.000412 -> 0.000412,
+    12.345 -> 12.3, 1234.7 -> 1235 (never rounds a positive time to zero)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    places = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{places}f}"
 
 
 def _short(engine: str) -> str:
