@@ -15,6 +15,7 @@ Override with EDGE_AGENT_HA_VERSION / EDGE_AGENT_HA_PYTHON.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
@@ -181,6 +182,17 @@ def ha_venv(python: str) -> Path:
     marker = venv / "edge-agent-ready.json"
     if marker.exists():
         return venv
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # Two test runs on one machine (two checkouts, one cache) must not build the same
+    # venv at once: the second's rmtree would delete files the first's pip is using.
+    with (CACHE / f"{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            _build_ha_venv(python, venv, marker)
+    return venv
+
+
+def _build_ha_venv(python: str, venv: Path, marker: Path) -> None:
     shutil.rmtree(venv, ignore_errors=True)
     started = time.monotonic()
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
@@ -210,7 +222,6 @@ def ha_venv(python: str) -> Path:
     elapsed = time.monotonic() - started
     marker.write_text(json.dumps({"homeassistant": HA_VERSION, "build_s": round(elapsed, 1)}))
     print(f"built {venv} in {elapsed:.0f}s")
-    return venv
 
 
 def samples(node: HaNode) -> dict[str, str]:
