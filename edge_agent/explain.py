@@ -117,6 +117,11 @@ class ChangeExplainer:
         self._now = float("-inf")
         self.explained_total = 0
 
+    @property
+    def max_window_s(self) -> float:
+        """The longest window of any rule: how long a candidate may be held."""
+        return self._max_window
+
     def rule(self, metric: str) -> ExplainRule:
         """The rule of ``metric``: its own, or the default."""
         return self._rules.get(metric, self._default)
