@@ -113,7 +113,7 @@ def _alerts(args: argparse.Namespace) -> int:
             before.published, marks, anomalies["explain_window_s"]
         ),
     }
-    table = [
+    table: list[dict[str, Any]] = [
         {
             "day": day,
             "before_anomalies": sum(before.anomalies.get(day, {}).values()),
