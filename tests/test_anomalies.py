@@ -67,7 +67,11 @@ def test_recovery_resolves_the_excursion_so_the_next_one_starts_at_once() -> Non
     series = [(0, 1300), (60, 1190), (120, 1300), (180, 1000), (240, 1300)]
     raised = _feed(detector, store, [_co2(v, t) for t, v in series])
     # 1190 is inside, but not by 5 % of 1200: the excursion holds; 1000 ends it.
-    assert [(a.phase, a.ts) for a in raised] == [("started", 0), ("resolved", 180), ("started", 240)]
+    assert [(a.phase, a.ts) for a in raised] == [
+        ("started", 0),
+        ("resolved", 180),
+        ("started", 240),
+    ]
     assert (raised[1].duration_s, raised[1].peak) == (180, 1300)
 
 
