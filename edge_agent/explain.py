@@ -22,7 +22,7 @@ Pure: readings in, anomalies and findings out, the clock being the readings' own
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +116,8 @@ class ChangeExplainer:
         self._keep_s = keep_s
         self._now = float("-inf")
         self.explained_total = 0
+        self.on_explained: Callable[[ExplainedChange], None] | None = None
+        """Called with every new finding (the replay bench keeps them all)."""
 
     @property
     def max_window_s(self) -> float:
@@ -227,6 +229,8 @@ class ChangeExplainer:
         kept = self._explained.setdefault(a.area, deque(maxlen=self._keep_per_area))
         kept.append(change)
         self.explained_total += 1
+        if self.on_explained is not None:
+            self.on_explained(change)
 
     def _prune(self, now: float) -> None:
         horizon = now - 2 * self._max_window

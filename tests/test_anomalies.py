@@ -11,7 +11,6 @@ import json
 import random
 from datetime import UTC, datetime
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,9 @@ from edge_agent.anomalies import AnomalyDetector
 from edge_agent.domain import SCHEMA_VERSION, Anomaly, MetricFacts, SensorEvent
 from edge_agent.facts import WindowStore
 from edge_agent.settings import Settings
+from tests.support.data import uci_occupancy
 
-UCI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "uci-occupancy"
+UCI = uci_occupancy()
 
 
 def _co2(value: float, ts: float, device: str = "living") -> SensorEvent:

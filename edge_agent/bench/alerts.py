@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.anomalies import AnomalyDetector
-from edge_agent.domain import Anomaly, SensorEvent
+from edge_agent.domain import Anomaly, ExplainedChange, SensorEvent
 from edge_agent.facts import WindowStore
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
 
@@ -76,7 +76,9 @@ class Replay:
     """Events the blueprint turns into a phone notification."""
     suppressed: Counter[str] = field(default_factory=Counter)
     explained: Counter[str] = field(default_factory=Counter)
+    """Findings (explained changes) that replaced an anomaly, by the day of the change."""
     published: list[Anomaly] = field(default_factory=list)
+    findings: list[ExplainedChange] = field(default_factory=list)
 
     def add(self, anomaly: Anomaly, *, notify: bool) -> None:
         """Count one published event."""
@@ -105,11 +107,12 @@ def replay(
     *,
     limiter: NotificationLimiter | None,
     old: bool,
-    window_s: float = 300.0,
-    facts: Mapping[str, Any] | None = None,
+    window_s: float,
+    facts: Mapping[str, Any],
 ) -> Replay:
-    """Feed ``readings`` through ``detector`` (and ``limiter``) as the agent does."""
-    store = WindowStore(window_s, **(facts or {}))
+    """Feed ``readings`` through ``detector`` (and ``limiter``) as the agent does;
+    ``window_s`` and ``facts`` are the summary window and the ``[facts]`` settings."""
+    store = WindowStore(window_s, **facts)
     out = Replay()
     next_tick = readings[0].ts + 60 if readings else 0.0
 
@@ -124,8 +127,13 @@ def replay(
         out.add(anomaly, notify=anomaly.phase != "resolved")
 
     explainer = detector.explainer
+
+    def found(change: ExplainedChange) -> None:
+        out.findings.append(change)
+        out.explained[_day(change.ts)] += 1
+
+    explainer.on_explained = found
     for event in readings:
-        explained = explainer.explained_total
         store.add(event)
         for anomaly in detector.check(event, store):
             take(anomaly)
@@ -133,13 +141,10 @@ def replay(
             next_tick = event.ts + 60
             for anomaly in detector.check_stale(store, event.ts):
                 take(anomaly)
-        # Findings are decided when their window passes: a day boundary may shift one.
-        out.explained[_day(event.ts)] += explainer.explained_total - explained
     if readings:  # let the last held candidates be decided
-        explained = explainer.explained_total
         for anomaly in explainer.release(readings[-1].ts + explainer.max_window_s + 1):
             take(anomaly)
-        out.explained[_day(readings[-1].ts)] += explainer.explained_total - explained
+    explainer.on_explained = None
     return out
 
 
