@@ -7,6 +7,7 @@ default configuration with a CO2 limit of 1,000 ppm.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -24,6 +25,7 @@ from edge_agent.bench.alerts import (
 )
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
 from edge_agent.settings import Settings
+from tests.support.agent import run_cli
 from tests.support.data import uci_occupancy
 
 UCI = uci_occupancy()
@@ -111,3 +113,21 @@ def test_rate_limits_keep_a_day_to_a_few_notifications() -> None:
         int(a.ts // 3600) for a in after.published if a.phase != "resolved"
     )
     assert max(hourly.values()) <= limits.total
+
+
+def test_the_bench_command_prints_before_and_after_per_day() -> None:
+    result = run_cli("bench", "alerts", "--data", str(UCI), "--max", "co2=1000", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["rows"] == 8143
+    days = {d["day"]: d for d in doc["days"]}
+    assert len(days) == 7  # 2015-02-04 evening to 2015-02-10 morning
+    before = sum(d["before_notifications"] for d in days.values())
+    after = sum(d["after_notifications"] for d in days.values())
+    assert after * 3 < before
+    checks = doc["checks"]
+    assert checks["excursions"] == checks["one_started_one_resolved"] + checks["still_open"]
+    assert (checks["reminders"], checks["zscore_near_transition"]) == (0, 0)
+    bad = run_cli("bench", "alerts", "--data", str(UCI), "--max", "co2")
+    assert bad.returncode != 0
+    assert "METRIC=NUMBER" in bad.stderr

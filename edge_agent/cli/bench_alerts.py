@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,7 @@ def _alerts(args: argparse.Namespace) -> int:
     detector = AnomalyDetector(**anomalies)
     limiter = NotificationLimiter(rate_limits(settings.alerts.model_dump()))
     after = replay(readings, detector, limiter=limiter, old=False, facts=facts, window_s=window)
-    days = sorted(
-        set(before.anomalies)
-        | set(after.anomalies)
-        | {d for d in after.explained if after.explained[d]}
-    )
+    days = sorted({datetime.fromtimestamp(ts, UTC).date().isoformat() for ts, _ in rows})
     step = anomalies["level_transitions"].get("light", 100.0)
     marks = transitions(rows, step)
     checks = {
