@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -52,28 +53,32 @@ class Alerts:
         """``<base>/alert/<area>``, or ``<base>/alert`` for the whole agent."""
         return self._topic if area is None else f"{self._topic}/{area}"
 
-    def on_anomaly(self, anomaly: Anomaly) -> tuple[bool, list[Publish]]:
-        """Whether to publish ``anomaly``, and the retained states it changed."""
+    def on_anomaly(self, anomaly: Anomaly) -> tuple[Anomaly | None, list[Publish]]:
+        """What to publish for ``anomaly`` (None: nothing; ``notify`` False: held back by a
+        rate limit), and the retained states it changed."""
         changed: list[Publish] = []
         if anomaly.phase in ("started", "resolved"):
             if anomaly.area is not None:
                 self._areas.setdefault(anomaly.area)
                 changed.append(self._state(anomaly.area))
             changed.append(self._state(None))
-        admitted = self._limiter is None or self._limiter.admit(anomaly)
-        if admitted and anomaly.phase != "resolved":
+        decision = "notify" if self._limiter is None else self._limiter.decide(anomaly)
+        if decision == "notify" and anomaly.phase != "resolved":
             self.notifications_total += 1
-        if not admitted:
+        if decision != "notify":
             log.info(
                 "anomaly_suppressed",
                 event_type=anomaly.event_type,
                 device=anomaly.device,
                 metric=anomaly.metric,
                 area=anomaly.area,
+                published=decision == "quiet",
             )
         if anomaly.phase is not None:
             self.save(force=True)
-        return admitted, changed
+        if decision == "drop":
+            return None, changed
+        return (anomaly if decision == "notify" else replace(anomaly, notify=False)), changed
 
     def states(self) -> list[Publish]:
         """Every retained state: the agent's, then each area's (published at start)."""

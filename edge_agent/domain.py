@@ -107,6 +107,9 @@ class Anomaly:
     """Threshold anomalies only: the value furthest beyond the limit so far."""
     duration_s: float | None = None
     """Threshold reminders and resolutions: how long the excursion has lasted."""
+    notify: bool = True
+    """False when a rate limit holds back the notification of a lifecycle event that is
+    still published (so every excursion keeps its one started and one resolved)."""
 
     @property
     def event_type(self) -> str:
@@ -142,6 +145,7 @@ class Anomaly:
             "ts": self.ts,
             "last_ts": self.last_ts,
             "message": self.message,
+            "notify": self.notify,
         }
         if self.phase is not None:
             doc["excursion_id"] = self.excursion_id

@@ -6,8 +6,11 @@ when every limit it falls under has room; then it counts against all of them. Th
 the anomaly's own time, so a replay of recorded data is paced as it was lived.
 
 What counts: ``started`` and ``reminder`` of threshold excursions and the one-off kinds
-(z-score, jump, stale). A ``resolved`` never counts and is never suppressed on its own: it is
-let through exactly when its excursion was announced, so each announced excursion is closed.
+(z-score, jump, stale). Over a limit, a reminder or a one-off anomaly is dropped. A
+``started`` is still published, with ``notify: false``, so that every excursion keeps its
+one ``started`` and one ``resolved`` for subscribers and the "alert active" state; the
+blueprint sends no notification for it, and its ``resolved`` is marked the same way unless
+a reminder announced the excursion since. A ``resolved`` never counts.
 Pure: no I/O; the state file keeps the silenced excursions across restarts.
 """
 
@@ -16,8 +19,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from edge_agent.domain import Anomaly
+
+Decision = Literal["notify", "quiet", "drop"]
+"""Publish and notify; publish with ``notify: false``; do not publish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,29 +57,34 @@ class NotificationLimiter:
         """Ids of the open excursions nobody was told about (saved across restarts)."""
         return frozenset(self._silenced)
 
-    def admit(self, anomaly: Anomaly) -> bool:
-        """True to publish ``anomaly``; False when a limit is full (counted)."""
+    def decide(self, anomaly: Anomaly) -> Decision:
+        """What to do with ``anomaly``; anything but ``notify`` is counted as suppressed."""
         ident = anomaly.excursion_id
         if anomaly.phase == "resolved":
             if ident is not None and ident in self._silenced:
                 self._silenced.discard(ident)
                 self._count(anomaly)
-                return False
-            return True
+                return "quiet"
+            return "notify"
         keys = self._keys(anomaly)
         now = anomaly.ts
         for key, limit in keys:
             sent = self._window(key, now)
             if len(sent) >= limit:
+                self._count(anomaly)
                 if ident is not None and anomaly.phase == "started":
                     self._silenced.add(ident)
-                self._count(anomaly)
-                return False
+                    return "quiet"
+                return "drop"
         for key, _limit in keys:
             self._sent[key].append(now)
         if ident is not None:
             self._silenced.discard(ident)  # a reminder let through announces it
-        return True
+        return "notify"
+
+    def admit(self, anomaly: Anomaly) -> bool:
+        """True when ``anomaly`` may notify (:meth:`decide` says ``notify``)."""
+        return self.decide(anomaly) == "notify"
 
     def _keys(self, anomaly: Anomaly) -> list[tuple[tuple[str, ...], int]]:
         lim = self._limits

@@ -247,11 +247,12 @@ class Agent:
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
         if self._alerts is not None:
-            admitted, states = self._alerts.on_anomaly(anomaly)
+            kept, states = self._alerts.on_anomaly(anomaly)
             for topic, payload in states:
                 self._publish_retained(topic, payload)
-            if not admitted:
+            if kept is None:
                 return  # rate-limited; counted on status
+            anomaly = kept  # notify=False when only its notification is held back
         log.info(
             "anomaly",
             kind=anomaly.kind,

@@ -65,17 +65,19 @@ def test_overrides_per_metric_and_per_area() -> None:
 
 def test_a_suppressed_start_silences_its_resolution_and_a_reminder_announces_it() -> None:
     limiter = NotificationLimiter(RateLimits(per_metric=1, per_area=9, total=9))
-    assert limiter.admit(_one_off(0, "co2"))
-    assert not limiter.admit(_lifecycle("started", 10, 10))
+    assert limiter.decide(_one_off(0, "co2")) == "notify"
+    assert limiter.decide(_one_off(1, "co2")) == "drop"  # a one-off over the limit: gone
+    # A start over the limit is published without a notification, and so is its end.
+    assert limiter.decide(_lifecycle("started", 10, 10)) == "quiet"
     assert limiter.silenced == {"desk.co2.10"}
-    assert not limiter.admit(_lifecycle("resolved", 20, 10))  # nobody heard of it
+    assert limiter.decide(_lifecycle("resolved", 20, 10)) == "quiet"
     assert limiter.silenced == frozenset()
     # Another one: its start is suppressed, its reminder an hour later gets through,
     # so its resolution must too.
     assert not limiter.admit(_lifecycle("started", 30, 30))
     assert limiter.admit(_lifecycle("reminder", 3700, 30))
     assert limiter.admit(_lifecycle("resolved", 3800, 30))
-    assert limiter.suppressed_by_kind == {"started": 2, "resolved": 1}
+    assert limiter.suppressed_by_kind == {"zscore": 1, "started": 2, "resolved": 1}
 
 
 def _agent(
@@ -128,15 +130,21 @@ def test_the_agent_publishes_the_lifecycle_alert_states_and_counts_suppressed(
     asyncio.run(asyncio.wait_for(scenario(), 10))
     events = transport.on("t/anomaly")
     # The first excursion: one start, one end (990 is within the 5 % band). The second
-    # came within the hour: its start and its end are suppressed, and counted.
-    assert [(e["event_type"], e["value"]) for e in events] == [("started", 1100), ("resolved", 900)]
+    # came within the hour: its start and end are still published, but marked so that
+    # nobody is notified, and counted as suppressed.
+    assert [(e["event_type"], e["value"], e["notify"]) for e in events] == [
+        ("started", 1100, True),
+        ("resolved", 900, True),
+        ("started", 1200, False),
+        ("resolved", 800, False),
+    ]
     assert (events[1]["duration_s"], events[1]["peak"]) == (180, 1300)
     states = [json.loads(p)["active"] for t, p, _ in transport.published if t == "t/alert/office"]
     assert states == [True, False, True, False]  # the binary sensor follows every excursion
     assert all(kw.get("retain") for t, _, kw in transport.published if t.startswith("t/alert"))
     assert agent.alert_counters == {
         "notifications_total": 1,
-        "notifications_suppressed_total": 2,
+        "notifications_suppressed_total": 2,  # the second start and its end
         "excursions_open": 0,
     }
     assert len(transport.on("t/summary")) == 1  # a summary for the start only

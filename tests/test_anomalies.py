@@ -194,6 +194,7 @@ def test_payload_is_versioned_json() -> None:
         "ts": 60.0,
         "last_ts": None,
         "message": "msg",
+        "notify": True,
     }
 
 

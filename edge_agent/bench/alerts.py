@@ -121,10 +121,11 @@ def replay(
             if anomaly.phase != "resolved":  # the old agent had no resolved event
                 out.add(anomaly, notify=True)
             return
-        if limiter is not None and not limiter.admit(anomaly):
+        decision = "notify" if limiter is None else limiter.decide(anomaly)
+        if decision != "notify":
             out.suppressed[_day(anomaly.ts)] += 1
-            return
-        out.add(anomaly, notify=anomaly.phase != "resolved")
+        if decision != "drop":  # 'quiet': published with notify false, no notification
+            out.add(anomaly, notify=decision == "notify" and anomaly.phase != "resolved")
 
     explainer = detector.explainer
 
