@@ -40,7 +40,7 @@ DEFAULT_EXPLAINED_BY = (
 )
 """Transitions that explain a change when a metric has no rule of its own."""
 
-DEFAULT_LEVEL_STEPS = {"light": 100.0, "illuminance": 100.0, "illuminance_lux": 100.0}
+DEFAULT_LEVEL_STEPS = {"light": 50.0, "illuminance": 50.0, "illuminance_lux": 50.0}
 """Level metrics whose step between two readings (lx) counts as a state-like transition."""
 
 _KEEP_TRANSITIONS = 2000

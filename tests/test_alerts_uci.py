@@ -64,8 +64,10 @@ def test_each_excursion_starts_once_resolves_once_and_nothing_explained_is_an_an
     old_threshold = [a for a in before.published if a.kind == "threshold"]
     assert len(old_threshold) > 3 * checks["excursions"]
 
-    marks = transitions(rows)
+    marks = transitions(rows, settings.anomalies.level_transitions["light"])
     window = settings.anomalies.explain_window_s
+    # Also with a stricter idea of "the light changed" than ours (steps of 100 lx).
+    assert zscores_near(after.published, transitions(rows, 100.0), window) == 0
     near_before = zscores_near(before.published, marks, window)
     assert near_before > 10  # arrivals, lights on and off
     assert zscores_near(after.published, marks, window) == 0

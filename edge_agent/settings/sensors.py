@@ -260,5 +260,5 @@ class AnomalySettings(Section):
     level_transitions: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_LEVEL_STEPS),
         description="Level metrics whose step between two readings of at least this much "
-        "is a state-like transition (a lamp switched on or off), e.g. light = 100 (lx).",
+        "is a state-like transition (a lamp switched on or off), e.g. light = 50 (lx).",
     )
