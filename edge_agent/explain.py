@@ -43,6 +43,8 @@ DEFAULT_EXPLAINED_BY = (
 DEFAULT_LEVEL_STEPS = {"light": 50.0, "illuminance": 50.0, "illuminance_lux": 50.0}
 """Level metrics whose step between two readings (lx) counts as a state-like transition."""
 
+_NEVER = float("inf")
+
 _KEEP_TRANSITIONS = 2000
 """Transitions remembered at most, whatever their age (a flapping contact stays bounded)."""
 
@@ -111,6 +113,8 @@ class ChangeExplainer:
             [self._default.window_s, *(r.window_s for r in self._rules.values())]
         )
         self._held: list[_Held] = []
+        self._next_due = _NEVER
+        """The earliest time a held candidate is decided."""
         self._explained: dict[str | None, deque[ExplainedChange]] = {}
         self._keep_per_area = keep_per_area
         self._keep_s = keep_s
@@ -131,7 +135,6 @@ class ChangeExplainer:
     def observe(self, event: SensorEvent, previous: float | None, binary: bool) -> None:
         """Note ``event``'s transition, if it is one; ``previous`` is the series' reading
         before it and ``binary`` whether the series has been 0/1 without a unit so far."""
-        self._now = max(self._now, event.ts)
         if previous is None or event.metric not in self._watched:
             return
         value = event.value
@@ -156,17 +159,20 @@ class ChangeExplainer:
         if not rule.active:
             return False
         self._held.append(_Held(anomaly, previous, rule))
+        self._next_due = min(self._next_due, anomaly.ts + rule.window_s)
         return True
 
     def release(self, now: float) -> list[Anomaly]:
         """Decide every candidate whose window has passed by ``now``: explained ones become
         findings, the rest are returned as anomalies."""
-        self._now = max(self._now, now)
+        if now > self._now:
+            self._now = now
         now = self._now
-        due = [h for h in self._held if now > h.anomaly.ts + h.rule.window_s]
-        if not due:
+        if now <= self._next_due:  # the common case, checked on every reading: O(1)
             return []
+        due = [h for h in self._held if now > h.anomaly.ts + h.rule.window_s]
         self._held = [h for h in self._held if not now > h.anomaly.ts + h.rule.window_s]
+        self._next_due = min((h.anomaly.ts + h.rule.window_s for h in self._held), default=_NEVER)
         out = []
         for held in due:
             cause = self._cause(held)
