@@ -7,13 +7,15 @@ import json
 from pathlib import Path
 
 from edge_agent.alerts import Alerts
-from edge_agent.alertstate import AlertStateFile
+from edge_agent.alertstate import AlertState, AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
-from edge_agent.domain import Anomaly
+from edge_agent.app import build_alerts
+from edge_agent.domain import Anomaly, SensorEvent
 from edge_agent.facts import WindowStore
 from edge_agent.narrator import Narrator, NarratorConfig
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
 from edge_agent.service import Agent, AgentConfig, Route
+from edge_agent.settings import Settings
 from edge_agent.status import StatusReporter
 from edge_agent.transport.base import Message
 from edge_agent.worker import InferenceWorker
@@ -172,3 +174,36 @@ def test_status_shows_the_alert_counters(tmp_path: Path) -> None:
     (doc,) = transport.on("t/status")
     assert doc["notifications_suppressed_total"] == 0
     assert doc["excursions_open"] == 0
+
+
+def test_the_app_restores_open_excursions_and_silenced_ones_from_the_state_file(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        anomalies={"thresholds": {"co2": {"max": 1000}}},
+        alerts={"state_path": str(tmp_path / "alerts.json")},
+        sensors={"subscriptions": [{"topic": "z/#", "area": "office"}]},
+    )
+    before = AnomalyDetector(**settings.anomalies.model_dump())
+    store = WindowStore(600)
+    event = SensorEvent("desk", "co2", 1200.0, 100.0, "z/desk", "ppm", "office")
+    store.add(event)
+    (started,) = before.check(event, store)
+    gone = "old.co2.5"  # an excursion that is no longer open: its silence is forgotten
+    AlertStateFile(tmp_path / "alerts.json").save(
+        AlertState(before.excursions.snapshot(), (str(started.excursion_id), gone))
+    )
+    detector = AnomalyDetector(**settings.anomalies.model_dump())
+    alerts = build_alerts(settings, detector, now=200.0)
+    assert [e.started_at for e in detector.open_in("office")] == [100.0]
+    states = dict(alerts.states())
+    assert json.loads(states["edge-agent/edge-agent/alert/office"])["active"] is True
+    assert json.loads(states["edge-agent/edge-agent/alert"])["active"] is True
+    # Its start was never notified, so neither is its end.
+    event = SensorEvent("desk", "co2", 900.0, 300.0, "z/desk", "ppm", "office")
+    store.add(event)
+    (resolved,) = detector.check(event, store)
+    kept, _states = alerts.on_anomaly(resolved)
+    assert kept is not None
+    assert kept.notify is False
+    assert resolved.started_at == 100.0
