@@ -15,15 +15,18 @@ from edge_agent import sdnotify
 from edge_agent.actions.constrain import JsonConstraint
 from edge_agent.actions.engine import ActionsEngine
 from edge_agent.actions.wiring import action_constraint, build_engine
+from edge_agent.alerts import Alerts
+from edge_agent.alertstate import AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.errors import StartupError, TransportError
 from edge_agent.facts import WindowStore
 from edge_agent.ha.discovery import discovery_messages
 from edge_agent.ha.publisher import DiscoveryPublisher
-from edge_agent.ha.wiring import build_node
+from edge_agent.ha.wiring import build_node, configured_areas
 from edge_agent.llm.base import Generator
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.ratelimit import NotificationLimiter, RateLimits
 from edge_agent.service import Agent, AgentConfig, Route, Topics
 from edge_agent.settings import ModelSettings, Settings, read_password
 from edge_agent.status import StatusReporter
@@ -109,6 +112,7 @@ def build_agent(
     )
     store = WindowStore(summary.window_s, **settings.facts.model_dump())
     detector = AnomalyDetector(**settings.anomalies.model_dump())
+    alerts = build_alerts(settings, detector, clock())
     narrator = Narrator(
         worker,
         NarratorConfig(
@@ -117,7 +121,38 @@ def build_agent(
             deadline_s=summary.deadline_s,
         ),
     )
-    return Agent(transport, narrator, routes, config, store, detector, clock, handlers, actions)
+    return Agent(
+        transport, narrator, routes, config, store, detector, clock, handlers, actions, alerts
+    )
+
+
+def build_alerts(settings: Settings, detector: AnomalyDetector, now: float) -> Alerts:
+    """Rate limits and the saved excursions; restores what was open before a restart."""
+    cfg = settings.alerts
+    path = cfg.state_path or settings.mqtt.outbox_path.parent / "alerts.json"
+    state_file = AlertStateFile(path)
+    saved = state_file.load()
+    kept = detector.excursions.restore(
+        saved.excursions, now=now, max_age_s=settings.facts.forget_after_s
+    )
+    if saved.excursions:
+        log.info("excursions_restored", kept=len(kept), saved=len(saved.excursions))
+    limits = RateLimits(
+        period_s=cfg.period_s,
+        per_metric=cfg.per_metric,
+        per_area=cfg.per_area,
+        total=cfg.total,
+        metrics=cfg.metrics,
+        areas=cfg.areas,
+    )
+    ids = {r.excursion.id for r in kept}
+    return Alerts(
+        detector.excursions,
+        NotificationLimiter(limits, silenced=[s for s in saved.silenced if s in ids]),
+        topic=settings.mqtt.topic("alert"),
+        state_file=state_file,
+        areas=configured_areas(settings.sensors.subscriptions),
+    )
 
 
 def topics(settings: Settings) -> Topics:
@@ -196,6 +231,7 @@ def assemble(
         queue_depth=lambda: worker.depth,
         outbox_size=lambda: transport.outbox_size,
         backlog_counters=lambda: {"merged_total": worker.merged, "dropped_total": worker.dropped},
+        alert_counters=lambda: agent.alert_counters,
     )
     return Service(transport, worker, agent, status, publisher)
 

@@ -99,6 +99,29 @@ class Anomaly:
     z: float | None = None
     last_ts: float | None = None
     """Time of the last reading, for stale anomalies."""
+    phase: ExcursionPhase | None = None
+    """Threshold anomalies only: where the excursion is in its lifecycle."""
+    started_at: float | None = None
+    """Threshold anomalies only: when the excursion began."""
+    peak: float | None = None
+    """Threshold anomalies only: the value furthest beyond the limit so far."""
+    duration_s: float | None = None
+    """Threshold reminders and resolutions: how long the excursion has lasted."""
+    notify: bool = True
+    """False when a rate limit holds back the notification of a lifecycle event that is
+    still published (so every excursion keeps its one started and one resolved)."""
+
+    @property
+    def event_type(self) -> str:
+        """``started``/``reminder``/``resolved`` for a threshold excursion, else the kind."""
+        return self.phase or self.kind
+
+    @property
+    def excursion_id(self) -> str | None:
+        """Stable id of the excursion a lifecycle event belongs to (a notification tag)."""
+        if self.phase is None or self.started_at is None:
+            return None
+        return f"{self.device}.{self.metric}.{int(self.started_at)}"
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -109,7 +132,9 @@ class Anomaly:
         """Encode as the versioned JSON document subscribers receive."""
         doc = {
             "schema_version": SCHEMA_VERSION,
-            "event_type": self.kind,
+            "event_type": self.event_type,
+            "kind": self.kind,
+            "phase": self.phase,
             "device": self.device,
             "area": self.area,
             "metric": self.metric,
@@ -120,7 +145,13 @@ class Anomaly:
             "ts": self.ts,
             "last_ts": self.last_ts,
             "message": self.message,
+            "notify": self.notify,
         }
+        if self.phase is not None:
+            doc["excursion_id"] = self.excursion_id
+            doc["started_at"] = self.started_at
+            doc["peak"] = None if self.peak is None else round(self.peak, 3)
+            doc["duration_s"] = None if self.duration_s is None else round(self.duration_s, 1)
         return json.dumps(doc, ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -155,6 +186,37 @@ class Excursion:
     def open(self) -> bool:
         """True while the value has not come back inside the limit."""
         return self.resolved_at is None
+
+    @property
+    def id(self) -> str:
+        """Stable id, the same as its lifecycle anomalies' ``excursion_id``."""
+        return f"{self.device}.{self.metric}.{int(self.started_at)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedChange:
+    """A jump or unusual level that a state change nearby explains: a finding, not an anomaly.
+
+    Made by ``explain.py`` instead of a z-score or jump anomaly, e.g. the office light going
+    from 0 to 450 lx one minute after the office became occupied.
+    """
+
+    device: str
+    metric: str
+    value: float
+    previous: float | None
+    """The reading before, when known."""
+    ts: float
+    kind: AnomalyKind
+    """What it would have been: ``zscore`` or ``jump``."""
+    cause_device: str
+    cause_metric: str
+    cause_value: float
+    """The state the cause changed to (1.0 on/open/occupied, 0.0 off; a level for lights)."""
+    cause_ts: float
+    unit: str | None = None
+    area: str | None = None
+    cause_previous: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import structlog
 
 from edge_agent.actions.engine import ActionsEngine
+from edge_agent.alerts import Alerts
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.domain import (
     Anomaly,
@@ -122,6 +123,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         handlers: dict[str, Callable[[Message], None]] | None = None,
         actions: ActionsEngine | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self._transport = transport
         self._narrator = narrator
@@ -133,6 +135,8 @@ class Agent:
         self._handlers = dict(handlers or {})
         """Exact topics handled elsewhere (e.g. Home Assistant's birth), checked first."""
         self._actions = actions
+        self._alerts = alerts
+        """Rate limits, "alert active" states and saved excursions; None: publish all."""
         self._tasks: set[asyncio.Task[object]] = set()
         self._last_anomaly_summary: dict[str | None, float] = {}
         self._names: set[str] = set()
@@ -141,6 +145,11 @@ class Agent:
         self.events_total = 0
         self.deadletters_total = 0
         self.asks_total = 0
+
+    @property
+    def alert_counters(self) -> dict[str, int]:
+        """Notifications sent and suppressed, open excursions (for the status topic)."""
+        return {} if self._alerts is None else self._alerts.counters()
 
     @property
     def narrator_stats(self) -> tuple[int, int, float | None, str | None]:
@@ -155,10 +164,15 @@ class Agent:
         ticker = asyncio.create_task(self._tick(), name="summary-ticker")
         if self._actions is not None:  # expiry of pending proposals, periodic proposals
             self._spawn(self._actions.run(self._store.facts, self._cfg.window_s), "actions")
+        if self._alerts is not None:  # restored excursions: Home Assistant sees them at once
+            for topic, payload in self._alerts.states():
+                self._publish_retained(topic, payload)
         try:
             async for message in self._transport.messages():
                 self.handle(message)
         finally:
+            if self._alerts is not None:
+                self._alerts.save()
             ticker.cancel()
             for task in list(self._tasks):
                 task.cancel()
@@ -226,18 +240,30 @@ class Agent:
             now = self._clock()
             for anomaly in self._detector.check_stale(self._store, now):
                 self._on_anomaly(anomaly)
+            if self._alerts is not None:
+                self._alerts.save()  # a peak that rose since the last lifecycle step
             for area, facts in self._store.facts_by_area(now).items():
                 self._spawn(self.summarise(area, facts, end=now), f"digest:{area}")
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
+        if self._alerts is not None:
+            kept, states = self._alerts.on_anomaly(anomaly)
+            for topic, payload in states:
+                self._publish_retained(topic, payload)
+            if kept is None:
+                return  # rate-limited; counted on status
+            anomaly = kept  # notify=False when only its notification is held back
         log.info(
             "anomaly",
             kind=anomaly.kind,
+            phase=anomaly.phase,
             device=anomaly.device,
             metric=anomaly.metric,
             value=anomaly.value,
         )
         self._transport.publish(self._cfg.topics.anomaly, anomaly.to_payload())
+        if anomaly.phase in ("reminder", "resolved"):
+            return  # only a start (or a one-off anomaly) asks for a summary
         now = self._clock()
         last = self._last_anomaly_summary.get(anomaly.area)
         if last is not None and now - last < self._cfg.anomaly_min_interval_s:

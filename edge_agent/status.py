@@ -39,6 +39,7 @@ class StatusReporter:
         queue_depth: Callable[[], int],
         outbox_size: Callable[[], int],
         backlog_counters: Callable[[], dict[str, int]],
+        alert_counters: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self._publish = publish
         self._topic = topic
@@ -48,6 +49,8 @@ class StatusReporter:
         self._queue_depth = queue_depth
         self._outbox_size = outbox_size
         self._backlog = backlog_counters
+        self._alerts = alert_counters
+        """Anomaly notifications sent and suppressed by the rate limits, open excursions."""
         self._started = time.monotonic()
         self._last = (self._started, 0)
 
@@ -74,6 +77,7 @@ class StatusReporter:
                 "grounded_total": grounded,
                 "fallbacks_total": fallbacks,
                 **self._backlog(),
+                **(self._alerts() if self._alerts is not None else {}),
             },
         )
 

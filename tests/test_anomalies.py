@@ -1,4 +1,8 @@
-"""Anomalies: thresholds, z-scores, jumps and silence, with cooldown, dedupe and clearing."""
+"""Anomalies: thresholds, z-scores, jumps and silence, with cooldown, dedupe and clearing.
+
+The lifecycle of threshold excursions is tested in test_excursions.py and the explained
+changes in test_explain.py; here ``explain_window_s=0`` keeps jumps and z-scores immediate.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import json
 import random
 from datetime import UTC, datetime
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +18,9 @@ from edge_agent.anomalies import AnomalyDetector
 from edge_agent.domain import SCHEMA_VERSION, Anomaly, MetricFacts, SensorEvent
 from edge_agent.facts import WindowStore
 from edge_agent.settings import Settings
+from tests.support.data import uci_occupancy
 
-UCI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "uci-occupancy"
+UCI = uci_occupancy()
 
 
 def _co2(value: float, ts: float, device: str = "living") -> SensorEvent:
@@ -34,16 +38,19 @@ def _feed(
     return raised
 
 
-def test_threshold_above_max_is_raised_once_per_cooldown() -> None:
+def test_threshold_above_max_starts_once_and_does_not_repeat_per_cooldown() -> None:
     store = WindowStore(window_s=3600)
     detector = AnomalyDetector(thresholds={"co2": {"max": 1200}}, cooldown_s=600)
     raised = _feed(detector, store, [_co2(v, t) for t, v in [(0, 900), (60, 1300), (120, 1400)]])
     (first,) = raised
     assert (first.kind, first.value, first.threshold, first.ts) == ("threshold", 1300, 1200, 60)
+    assert (first.phase, first.event_type, first.started_at) == ("started", "started", 60)
     assert first.message == "living co2 is 1300 ppm, above the 1200 ppm limit"
     assert detector.active() == {("living", "co2", "threshold")}
-    (again,) = _feed(detector, store, [_co2(1350, 60 + 600)])  # still high, cooldown over
-    assert again.ts == 660
+    # Still high long past the cooldown: no repeat, since no repeat_s is set for co2.
+    assert _feed(detector, store, [_co2(1350, 60 + 600), _co2(1350, 60 + 6000)]) == []
+    (open_,) = detector.open_in("living_room")
+    assert (open_.started_at, open_.peak, open_.last) == (60, 1400, 1350)
 
 
 def test_threshold_below_min() -> None:
@@ -54,28 +61,34 @@ def test_threshold_below_min() -> None:
     assert "below the 5 °C limit" in anomaly.message
 
 
-def test_recovery_ends_the_anomaly_so_the_next_excursion_is_raised_at_once() -> None:
+def test_recovery_resolves_the_excursion_so_the_next_one_starts_at_once() -> None:
     store = WindowStore(window_s=3600)
     detector = AnomalyDetector(thresholds={"co2": {"max": 1200}}, cooldown_s=3600)
     series = [(0, 1300), (60, 1190), (120, 1300), (180, 1000), (240, 1300)]
     raised = _feed(detector, store, [_co2(v, t) for t, v in series])
-    # 1190 is inside, but not by 2 % of 1200: the anomaly holds; 1000 ends it.
-    assert [a.ts for a in raised] == [0, 240]
+    # 1190 is inside, but not by 5 % of 1200: the excursion holds; 1000 ends it.
+    assert [(a.phase, a.ts) for a in raised] == [
+        ("started", 0),
+        ("resolved", 180),
+        ("started", 240),
+    ]
+    assert (raised[1].duration_s, raised[1].peak) == (180, 1300)
 
 
 def test_without_clear_on_recovery_only_the_cooldown_decides() -> None:
     store = WindowStore(window_s=3600)
     detector = AnomalyDetector(
-        thresholds={"co2": {"max": 1200}}, cooldown_s=3600, clear_on_recovery=False
+        jumps={"co2": 300}, cooldown_s=3600, clear_on_recovery=False, explain_window_s=0
     )
-    series = [(0, 1300), (60, 900), (120, 1300), (3600, 1300)]
-    assert [a.ts for a in _feed(detector, store, [_co2(v, t) for t, v in series])] == [0, 3600]
+    series = [(0, 800), (60, 1200), (120, 1250), (180, 1600), (3700, 1200)]
+    raised = _feed(detector, store, [_co2(v, t) for t, v in series])
+    assert [a.ts for a in raised] == [60, 3700]
 
 
 def test_dedupe_is_per_device_metric_and_kind() -> None:
     store = WindowStore(window_s=3600)
     detector = AnomalyDetector(
-        thresholds={"co2": {"max": 1200}}, jumps={"co2": 300}, cooldown_s=3600
+        thresholds={"co2": {"max": 1200}}, jumps={"co2": 300}, cooldown_s=3600, explain_window_s=0
     )
     raised = _feed(
         detector,
@@ -91,7 +104,7 @@ def test_dedupe_is_per_device_metric_and_kind() -> None:
 
 def test_jump_between_consecutive_readings() -> None:
     store = WindowStore(window_s=3600)
-    detector = AnomalyDetector(jumps={"temperature": 3.0}, cooldown_s=0)
+    detector = AnomalyDetector(jumps={"temperature": 3.0}, cooldown_s=0, explain_window_s=0)
     readings = [(0, 21.0), (60, 22.5), (120, 26.0), (180, 26.5), (240, 21.0)]
     events = [SensorEvent("k", "temperature", v, t, "z/k", "°C") for t, v in readings]
     raised = _feed(detector, store, events)
@@ -107,7 +120,7 @@ def _noisy(n: int, seed: int = 1) -> list[SensorEvent]:
 
 def test_zscore_flags_an_outlier_after_enough_readings() -> None:
     store = WindowStore(window_s=7200)
-    detector = AnomalyDetector(zscore_k=4, zscore_min_count=30)
+    detector = AnomalyDetector(zscore_k=4, zscore_min_count=30, explain_window_s=0)
     assert _feed(detector, store, _noisy(40)) == []
     (anomaly,) = _feed(detector, store, [_co2(900, 40 * 60.0)])
     assert anomaly.kind == "zscore"
@@ -118,13 +131,14 @@ def test_zscore_flags_an_outlier_after_enough_readings() -> None:
 
 def test_zscore_waits_for_min_count() -> None:
     store = WindowStore(window_s=7200)
-    detector = AnomalyDetector(zscore_min_count=30)
+    detector = AnomalyDetector(zscore_min_count=30, explain_window_s=0)
     assert _feed(detector, store, [*_noisy(20), _co2(900, 20 * 60.0)]) == []
 
 
 def test_check_before_or_after_add_sees_the_same_baseline() -> None:
     after, before = WindowStore(window_s=7200), WindowStore(window_s=7200)
-    detector_a, detector_b = AnomalyDetector(), AnomalyDetector()
+    detector_a = AnomalyDetector(explain_window_s=0)
+    detector_b = AnomalyDetector(explain_window_s=0)
     events = [*_noisy(40), _co2(900, 40 * 60.0)]
     raised_after = _feed(detector_a, after, events)
     raised_before = []
@@ -138,7 +152,7 @@ def test_check_before_or_after_add_sees_the_same_baseline() -> None:
 
 def test_zscore_ignores_binary_sensors_and_one_step_of_resolution() -> None:
     store = WindowStore(window_s=7200)
-    detector = AnomalyDetector(zscore_min_count=10)
+    detector = AnomalyDetector(zscore_min_count=10, explain_window_s=0)
     door = [SensorEvent("door", "contact", 0.0, t, "z/door") for t in range(30)]
     door.append(SensorEvent("door", "contact", 1.0, 30, "z/door"))
     # 21.0 with the odd 21.1: sd ~ 0.02, but the 1 % floor makes 21.2 ordinary.
@@ -168,6 +182,8 @@ def test_payload_is_versioned_json() -> None:
     assert doc == {
         "schema_version": SCHEMA_VERSION,
         "event_type": "zscore",
+        "kind": "zscore",
+        "phase": None,
         "device": "living",
         "area": "living_room",
         "metric": "co2",
@@ -178,6 +194,7 @@ def test_payload_is_versioned_json() -> None:
         "ts": 60.0,
         "last_ts": None,
         "message": "msg",
+        "notify": True,
     }
 
 

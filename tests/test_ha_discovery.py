@@ -85,6 +85,9 @@ def test_device_message_holds_every_entity_with_shared_availability() -> None:
         "summary_kitchen": "sensor",
         "summary_living_room": "sensor",
         "anomaly": "event",
+        "alert": "binary_sensor",
+        "alert_kitchen": "binary_sensor",
+        "alert_living_room": "binary_sensor",
         "action": "event",
         "ask": "text",
         "answer": "sensor",
@@ -99,6 +102,10 @@ def test_device_message_holds_every_entity_with_shared_availability() -> None:
     }
     assert cmps["summary_living_room"]["state_topic"] == "edge-agent/kitchen-pi/summary/Living Room"
     assert cmps["anomaly"]["event_types"] == list(ANOMALY_EVENT_TYPES)
+    assert ANOMALY_EVENT_TYPES == ("started", "reminder", "resolved", "zscore", "jump", "stale")
+    assert cmps["alert_living_room"]["state_topic"] == "edge-agent/kitchen-pi/alert/Living Room"
+    assert cmps["alert"]["state_topic"] == "edge-agent/kitchen-pi/alert"
+    assert cmps["alert"]["device_class"] == "problem"
     assert cmps["action"]["event_types"] == list(ACTION_EVENT_TYPES)
     assert cmps["ask"]["command_topic"] == "edge-agent/kitchen-pi/ask"
     assert cmps["answer"]["state_topic"] == "edge-agent/kitchen-pi/answer"
@@ -156,6 +163,9 @@ def test_removal_covers_both_layouts_and_retained_states() -> None:
         "edge-agent/kitchen-pi/summary",
         "edge-agent/kitchen-pi/summary/Kitchen",
         "edge-agent/kitchen-pi/summary/Living Room",
+        "edge-agent/kitchen-pi/alert",
+        "edge-agent/kitchen-pi/alert/Kitchen",
+        "edge-agent/kitchen-pi/alert/Living Room",
         "edge-agent/kitchen-pi/status",
         "edge-agent/kitchen-pi/availability",
     )
@@ -200,7 +210,7 @@ def test_print_discovery_prints_topic_and_json(
         '[[sensors.subscriptions]]\ntopic = "z/#"\narea = "Hall"\n'
     )
     parser = _parser()
-    for mode, expected in (("device", 1), ("component", 14)):
+    for mode, expected in (("device", 1), ("component", 16)):
         args = parser.parse_args(["ha", "print-discovery", "-c", str(config), "--mode", mode])
         assert args.handler(args) == 0
         blocks = capsys.readouterr().out.strip().split("\n\n")

@@ -231,7 +231,21 @@ def samples(node: HaNode) -> dict[str, str]:
         "x" * 300, "The kettle ran.", Window(0.0, 60.0), (fact,), "m", 1.0, 10, 5, "eos"
     )
     area = Summary("Kitchen: kettle on", "…", Window(0.0, 60.0), (fact,), "m", 1.0, 1, 1, "eos")
-    anomaly = Anomaly("zscore", "kettle", "power", 2000.0, 60.0, "power jumped", z=4.2)
+    anomaly = Anomaly(
+        "threshold",
+        "kettle",
+        "co2",
+        900.0,
+        600.0,
+        "back below",
+        threshold=1000.0,
+        phase="resolved",
+        started_at=60.0,
+        peak=1400.0,
+        duration_s=540.0,
+    )
+    alert_on = {"schema_version": 1, "area": "Kitchen", "active": True, "open": [{"metric": "co2"}]}
+    alert_off = {"schema_version": 1, "area": None, "active": False, "open": []}
     ask = AskRequest.from_payload(b"is the kettle on?", default_reply_to="a", now=0.0)
     answer = Answer(ask, "Yes, since 10:02.", ("kettle.power",), "m", 0.8)
     status = {
@@ -250,6 +264,9 @@ def samples(node: HaNode) -> dict[str, str]:
         node.topic("summary/Kitchen"): area.to_payload().decode(),
         node.topic("summary/Living Room"): area.to_payload().decode(),
         node.topic("anomaly"): anomaly.to_payload().decode(),
+        node.topic("alert"): json.dumps(alert_off),
+        node.topic("alert/Kitchen"): json.dumps(alert_on),
+        node.topic("alert/Living Room"): json.dumps(alert_off),
         node.topic("action/event"): json.dumps(action),
         node.topic("answer"): answer.to_payload().decode(),
         node.topic("status"): json.dumps(status),
@@ -304,7 +321,12 @@ def test_home_assistant_accepts_our_discovery() -> None:
     assert state["kitchen-pi_outbox_size"] == "2"
     assert state["kitchen-pi_uptime_s"] == "3600"
     assert state["kitchen-pi_last_error"] == "none"
-    assert by_id["kitchen-pi_anomaly"][0]["event_ok"] is True
+    assert by_id["kitchen-pi_anomaly"][0]["event_ok"] is True  # 'resolved' is a known type
+    assert state["kitchen-pi_alert_kitchen"] == "ON"
+    assert state["kitchen-pi_alert_living_room"] == "OFF"
+    assert state["kitchen-pi_alert"] == "OFF"
+    assert by_id["kitchen-pi_alert_kitchen"][0]["attributes_ok"] is True
     assert by_id["kitchen-pi_action"][0]["event_ok"] is True
     assert by_id["kitchen-pi_summary"][0]["attributes_ok"] is True
     assert "approve_topic" in report["blueprint_inputs"]
+    assert {"notify_reminders", "on_resolved"} <= set(report["blueprint_inputs"])

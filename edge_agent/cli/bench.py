@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from edge_agent.cli.bench_alerts import add_alerts_bench
 from edge_agent.errors import ConfigError, ModelError
 
 EPILOG = """\
@@ -43,6 +44,7 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_broker(bench_sub)
     _add_actions(bench_sub)
     _add_narration(bench_sub)
+    add_alerts_bench(bench_sub)
     bench = bench_sub.add_parser(
         "model",
         help="measure the runtime (and peers) on a model folder",

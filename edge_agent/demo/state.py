@@ -33,7 +33,10 @@ def decode(leaf: str, payload: bytes, sim_time: str) -> Record | None:
         if leaf == "summary":
             return "summary", _summary(json.loads(payload), sim_time)
         if leaf == "anomaly":
-            return "anomaly", {"sim_time": sim_time, **_without_schema(json.loads(payload))}
+            doc = _without_schema(json.loads(payload))
+            if "kind" in doc:  # the line's own 'kind' is "anomaly"; keep the anomaly's apart
+                doc["anomaly_kind"] = doc.pop("kind")
+            return "anomaly", {"sim_time": sim_time, **doc}
         if leaf == "deadletter":
             return "deadletter", _without_schema(json.loads(payload))
         if leaf == "action/event":

@@ -23,15 +23,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from edge_agent.domain import OFFLINE, ONLINE, AnomalyKind
+from edge_agent.domain import OFFLINE, ONLINE, AnomalyKind, ExcursionPhase
 
 DiscoveryMode = Literal["device", "component"]
 
 ORIGIN_NAME = "edge-agent"
 """``origin.name``: the software that publishes the discovery messages."""
 
-ANOMALY_EVENT_TYPES: tuple[str, ...] = get_args(AnomalyKind)
-"""``event_type`` values published on ``<base>/<node_id>/anomaly`` (the anomaly kinds)."""
+ANOMALY_EVENT_TYPES: tuple[str, ...] = (
+    *get_args(ExcursionPhase),
+    *(kind for kind in get_args(AnomalyKind) if kind != "threshold"),
+)
+"""``event_type`` values published on ``<base>/<node_id>/anomaly``: a threshold excursion's
+``started``/``reminder``/``resolved``, and the one-off kinds (``zscore``, ``jump``, ``stale``)."""
 
 ACTION_EVENT_TYPES = ("proposed", "performed", "rejected", "expired", "failed")
 """``event_type`` values published on ``<base>/<node_id>/action/event``."""
@@ -122,6 +126,27 @@ def area_summary_leaf(area: str) -> str:
     return f"summary/{area}"
 
 
+def area_alert_leaf(area: str | None) -> str:
+    """Leaf of the retained "alert active" topic: ``alert/<area>``, or ``alert`` for all."""
+    return "alert" if area is None else f"alert/{area}"
+
+
+def _alert_sensor(object_id: str, name: str, topic: str) -> Component:
+    """A binary sensor that is on while any threshold excursion is open (``alerts.py``)."""
+    return Component(
+        "binary_sensor",
+        object_id,
+        {
+            "name": name,
+            "icon": "mdi:alert-outline",
+            "device_class": "problem",
+            "state_topic": topic,
+            "value_template": "{{ 'ON' if value_json.active else 'OFF' }}",
+            "json_attributes_topic": topic,
+        },
+    )
+
+
 def unique_areas(areas: Sequence[str]) -> tuple[str, ...]:
     """Areas in order, dropping empty names and ones whose slug is already taken."""
     seen: set[str] = set()
@@ -184,6 +209,15 @@ def components(node: HaNode) -> tuple[Component, ...]:
                 "state_topic": node.topic("anomaly"),
                 "event_types": list(ANOMALY_EVENT_TYPES),
             },
+        ),
+        _alert_sensor("alert", "Alert active", node.topic(area_alert_leaf(None))),
+        *(
+            _alert_sensor(
+                f"alert_{area_slug(area)}",
+                f"{area} alert active",
+                node.topic(area_alert_leaf(area)),
+            )
+            for area in unique_areas(node.areas)
         ),
         Component(
             "event",
@@ -364,4 +398,11 @@ def discovery_topics(node: HaNode) -> tuple[str, ...]:
 def retained_state_topics(node: HaNode) -> tuple[str, ...]:
     """Our retained state topics that keep a device 'alive' in Home Assistant."""
     areas = tuple(node.topic(area_summary_leaf(a)) for a in unique_areas(node.areas))
-    return (node.topic("summary"), *areas, node.topic("status"), node.topic("availability"))
+    alerts = tuple(node.topic(area_alert_leaf(a)) for a in (None, *unique_areas(node.areas)))
+    return (
+        node.topic("summary"),
+        *areas,
+        *alerts,
+        node.topic("status"),
+        node.topic("availability"),
+    )

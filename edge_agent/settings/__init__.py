@@ -24,6 +24,7 @@ from edge_agent.settings.actions import (
     IntParam,
     QuietHours,
 )
+from edge_agent.settings.alerts import AlertsSettings
 from edge_agent.settings.base import ENV_PREFIX, Section
 from edge_agent.settings.mqtt import (
     MqttSettings,
@@ -50,6 +51,7 @@ __all__ = [
     "ActionSpec",
     "ActionsSettings",
     "AdapterName",
+    "AlertsSettings",
     "AnomalySettings",
     "EnumParam",
     "FactsSettings",
@@ -104,6 +106,10 @@ class Settings(BaseSettings):
     )
     actions: ActionsSettings = Field(
         default_factory=ActionsSettings, description="Allowlisted actions and their policy."
+    )
+    alerts: AlertsSettings = Field(
+        default_factory=AlertsSettings,
+        description="Rate limits of anomaly notifications; saved excursion state.",
     )
 
     @classmethod

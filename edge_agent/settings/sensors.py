@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edge_agent.errors import ConfigError
+from edge_agent.explain import DEFAULT_EXPLAINED_BY, DEFAULT_LEVEL_STEPS
 from edge_agent.ingest import SourceOptions, compile_path
 from edge_agent.settings.base import Section
 
@@ -153,6 +154,25 @@ class ThresholdBounds(Section):
 
     min: float | None = Field(None, description="Lowest normal value; None for no floor.")
     max: float | None = Field(None, description="Highest normal value; None for no ceiling.")
+    hysteresis: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="An excursion ends once the reading is back inside by this fraction of "
+        "the limit; unset: anomalies.threshold_hysteresis.",
+    )
+    hysteresis_abs: float | None = Field(
+        None,
+        ge=0,
+        description="The same margin in the metric's unit (wins over 'hysteresis'; use it "
+        "for limits at or near 0).",
+    )
+    repeat_s: float | None = Field(
+        None,
+        gt=0,
+        description="Send a 'reminder' every this many seconds while an excursion lasts; "
+        "unset (the default): no reminders, one 'started' and one 'resolved'.",
+    )
 
     @model_validator(mode="after")
     def _check_order(self) -> ThresholdBounds:
@@ -161,6 +181,19 @@ class ThresholdBounds(Section):
         if self.min is not None and self.max is not None and self.min >= self.max:
             raise ValueError(f"min {self.min} must be below max {self.max}")
         return self
+
+
+class ExplainRule(Section):
+    """Which state changes explain one metric's jumps and z-scores (keys of ChangeExplainer)."""
+
+    explained_by: tuple[str, ...] | None = Field(
+        None,
+        description="Metrics whose transitions explain this metric's changes; unset: "
+        "anomalies.explained_by; [] never explains (every jump and z-score is an anomaly).",
+    )
+    window_s: float | None = Field(
+        None, ge=0, description="Seconds before or after; unset: anomalies.explain_window_s."
+    )
 
 
 class AnomalySettings(Section):
@@ -189,17 +222,43 @@ class AnomalySettings(Section):
         "quantised sensors (21.0, 21.1) are not unusual on every step.",
     )
     cooldown_s: float = Field(
-        900.0, ge=0, description="An active anomaly is raised again only after this long."
+        900.0,
+        ge=0,
+        description="An active jump, z-score or stale anomaly is raised again only after "
+        "this long (threshold excursions remind only with their repeat_s).",
     )
     clear_on_recovery: bool = Field(
         True,
-        description="A reading back in range ends the anomaly, so the next excursion is "
-        "raised at once; false lets only the cooldown decide (damps flapping).",
+        description="Jumps, z-scores, stale: a reading back in range ends the anomaly, so "
+        "the next one is raised at once; false lets only the cooldown decide (damps flapping).",
     )
     threshold_hysteresis: float = Field(
-        0.02,
+        0.05,
         ge=0,
         lt=1,
-        description="A threshold anomaly ends only once the reading is back inside the range "
-        "by this fraction of the limit (co2 max 1200: below 1176), so hovering does not flap.",
+        description="A threshold excursion ends ('resolved') only once the reading is back "
+        "inside the range by this fraction of the limit (co2 max 1200: at or below 1140), so "
+        "a value hovering at the limit gives one 'started' and one 'resolved'.",
+    )
+    explained_by: tuple[str, ...] = Field(
+        DEFAULT_EXPLAINED_BY,
+        description="Metrics whose transitions (a 0/1 sensor changing, or a level in "
+        "level_transitions stepping) explain a jump or z-score in the same device or area: "
+        "such a change is reported as a finding of the summary, not as an anomaly.",
+    )
+    explain_window_s: float = Field(
+        600.0,
+        ge=0,
+        description="A transition this many seconds before or after a jump or z-score "
+        "explains it; unexplained ones are published this much later; 0 disables.",
+    )
+    explain: dict[str, ExplainRule] = Field(
+        default_factory=dict,
+        description="Per metric name, its own explained_by and window_s, e.g. "
+        "[anomalies.explain.co2] explained_by = ['occupancy'].",
+    )
+    level_transitions: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_LEVEL_STEPS),
+        description="Level metrics whose step between two readings of at least this much "
+        "is a state-like transition (a lamp switched on or off), e.g. light = 50 (lx).",
     )
