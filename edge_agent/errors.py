@@ -57,6 +57,20 @@ class ContextOverflowError(GenerationError):
     """The prompt does not fit in the model's context window."""
 
 
+class BackendError(GenerationError):
+    """A remote model server failed one request (``model.backend = "openai"``).
+
+    ``reason`` is the summary's fallback reason: ``backend_unavailable`` (no connection,
+    5xx), ``backend_timeout``, ``backend_bad_response`` (nonsense on the wire),
+    ``backend_rejected`` (4xx) or ``backend_model_missing``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 class BacklogFullError(GenerationError):
     """The inference backlog is full and the request was not accepted."""
 

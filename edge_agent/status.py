@@ -39,6 +39,7 @@ class StatusReporter:
         queue_depth: Callable[[], int],
         outbox_size: Callable[[], int],
         backlog_counters: Callable[[], dict[str, int]],
+        backend: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._publish = publish
         self._topic = topic
@@ -48,6 +49,7 @@ class StatusReporter:
         self._queue_depth = queue_depth
         self._outbox_size = outbox_size
         self._backlog = backlog_counters
+        self._backend = backend
         self._started = time.monotonic()
         self._last = (self._started, 0)
 
@@ -75,6 +77,7 @@ class StatusReporter:
                 "fallbacks_total": fallbacks,
                 **self._backlog(),
             },
+            backend=None if self._backend is None else self._backend(),
         )
 
     def publish_now(self) -> None:
