@@ -30,6 +30,10 @@ class ModelVerifyError(ModelError):
     """A model folder failed manifest or checksum verification."""
 
 
+class BackendUnreachableError(StartupError):
+    """The model server (``model.backend = "openai"``) did not answer at start-up."""
+
+
 class ExportError(EdgeAgentError):
     """Building, exporting or quantizing a model failed."""
 

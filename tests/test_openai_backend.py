@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from edge_agent.errors import BackendError, GenerationError, StartupError
 from edge_agent.llm.base import GenerationRequest
@@ -185,12 +186,26 @@ def test_start_up_names_the_missing_model_in_one_line() -> None:
     assert "llama3.2:1b" in message
 
 
-def test_start_up_names_an_unreachable_server() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+def test_an_unreachable_server_at_start_up_starts_down_and_recovers() -> None:
+    up = {"now": False}
 
-    with pytest.raises(StartupError, match="unreachable"):
-        connect(refuse)
+    def handle(request: httpx.Request) -> httpx.Response:
+        if not up["now"]:
+            raise httpx.ConnectError("connection refused", request=request)
+        return server({"/v1/completions": lambda _r: sse(text_chunk("Up.", "stop"))})(request)
+
+    with capture_logs() as logs:
+        gen = connect(handle, context_tokens=1024)
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "backend_unreachable_at_start"
+    ]
+    assert not gen.health.up
+    assert gen.context_length == 1024
+    with pytest.raises(BackendError):
+        gen.generate(GenerationRequest("p"))
+    up["now"] = True
+    assert gen.generate(GenerationRequest("p")).text == "Up."
+    assert gen.health.up
 
 
 def test_context_and_token_ratio_come_from_llama_cpp_when_it_reports_them() -> None:

@@ -30,7 +30,7 @@ import httpx
 import structlog
 from httpx_sse import SSEError, connect_sse
 
-from edge_agent.errors import BackendError, GenerationError
+from edge_agent.errors import BackendError, BackendUnreachableError, GenerationError
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.llm.openai_probe import Api, estimate_tokens, guess_api, probe_server
 from edge_agent.llm.stream import StopScanner
@@ -85,8 +85,6 @@ class BackendHealth:
 class OpenAIGenerator:
     """Generates through ``/v1/completions`` or ``/v1/chat/completions``; one call at a time."""
 
-    backend = "openai"
-
     def __init__(
         self,
         client: httpx.Client,
@@ -114,8 +112,11 @@ class OpenAIGenerator:
     ) -> OpenAIGenerator:
         """Probe the server (``GET /v1/models``) and learn its context and tokens.
 
-        Raises :class:`StartupError` with one line when the server is unreachable or
-        does not serve ``options.model``. ``transport`` is for tests (httpx's mock).
+        Raises :class:`StartupError` with one line when the server does not serve
+        ``options.model``. An unreachable server is not fatal: the generator starts
+        marked down (every summary falls back) and recovers when the server answers,
+        without the context and token calibration the probe would have read.
+        ``transport`` is for tests (httpx's mock).
         """
         started = time.monotonic()
         headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
@@ -124,8 +125,17 @@ class OpenAIGenerator:
             timeout=httpx.Timeout(options.read_timeout_s, connect=options.connect_timeout_s),
             transport=transport,
         )
-        facts = probe_server(client, options.base_url, options.model)
         api: Api = guess_api(options.model) if options.api == "auto" else options.api
+        try:
+            facts = probe_server(client, options.base_url, options.model)
+        except BackendUnreachableError as exc:
+            # A NAS asleep at boot must not keep the device down: the facts, anomalies and
+            # fallback summaries still work, and the first request that gets through
+            # brings the model text back. A wrong model name, by contrast, stops start-up.
+            generator = cls(client, options, api=api, context_length=options.context_tokens)
+            generator._failed(BackendError("backend_unavailable", str(exc)))
+            log.error("backend_unreachable_at_start", error=str(exc), api=api)
+            return generator
         generator = cls(
             client,
             options,

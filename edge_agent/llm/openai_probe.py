@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx
 import structlog
 
-from edge_agent.errors import StartupError
+from edge_agent.errors import BackendUnreachableError, StartupError
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ def list_models(client: httpx.Client, base_url: str) -> list[dict[str, Any]]:
     try:
         response = client.get(url)
     except httpx.HTTPError as exc:
-        raise StartupError(
+        raise BackendUnreachableError(
             f"model server {base_url} unreachable ({type(exc).__name__}: {exc}); check "
             "model.base_url and that the server runs"
         ) from exc
