@@ -201,3 +201,69 @@ def test_start_up_fails_in_one_line_when_the_model_is_not_served(
     message = next(ln for ln in out if ln.startswith("edge-agent: "))
     assert f"model 'gemma2:2b' is not on the server {llama.base_url}" in message
     assert MODEL in message
+
+
+ACTIONS = """
+[anomalies.thresholds.illuminance]
+min = 10
+
+[actions]
+audit_path = "{audit}"
+
+[[actions.allow]]
+id = "hall_light"
+description = "Switch the hall light"
+topic = "zigbee2mqtt/{{device}}/set"
+payload = '{{"state": "{{state}}"}}'
+devices = ["hall_lamp"]
+risk = "low"
+mode = "propose"
+params = {{ state = {{ type = "enum", values = ["ON", "OFF"] }} }}
+"""
+
+
+def test_actions_are_constrained_by_the_servers_grammar_and_decided_by_policy(
+    broker: Broker, probe: Probe, llama: LlamaServer, tmp_path: Path
+) -> None:
+    config, node = write_config(
+        tmp_path,
+        broker,
+        tmp_path / "no-model-folder",
+        extra=ACTIONS.format(audit=tmp_path / "audit.sqlite"),
+        interval_s=3600,
+        deadline_s=60,
+    )
+    env = {
+        "EDGE_AGENT_MODEL__BACKEND": "openai",
+        "EDGE_AGENT_MODEL__BASE_URL": llama.base_url,
+        "EDGE_AGENT_MODEL__NAME": MODEL,
+    }
+    base = f"edge-agent/{node}"
+    probe.subscribe(f"{base}/#")
+    agent = start_agent(config, env=env)
+    log = config.with_suffix(".log")
+
+    def lines() -> list[dict[str, object]]:
+        return [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")]
+
+    try:
+        probe.wait_for(f"{base}/availability", lambda p: p == b"online", timeout=180)
+        # A dark hall: a threshold anomaly, its summary, then a proposal.
+        probe.publish("zigbee2mqtt/hall_lamp", json.dumps({"illuminance": 3}))
+        wait_until(
+            lambda: any(ln["event"] == "action_decided" for ln in lines()), 240, "a decision"
+        )
+        (decided,) = [ln for ln in lines() if ln["event"] == "action_decided"]
+        # The server's grammar made it JSON of the schema; the policy decided on it.
+        assert decided["outcome"] in ("proposed", "none", "rejected"), decided
+        assert decided["reason"] not in ("invalid_json", "schema"), decided
+        assert decided["backend"] == "openai"
+        assert int(decided["new_tokens"]) > 0  # type: ignore[call-overload]
+        events = [ln["event"] for ln in lines()]
+        assert "actions_disabled" not in events
+        for payload in probe.payloads(f"{base}/action/event"):
+            assert json.loads(payload)["action"] in ("hall_light", "none")
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=30)

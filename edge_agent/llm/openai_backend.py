@@ -32,6 +32,7 @@ from httpx_sse import SSEError, connect_sse
 
 from edge_agent.errors import BackendError, BackendUnreachableError, GenerationError
 from edge_agent.llm.base import Generation, GenerationRequest
+from edge_agent.llm.gbnf import UnsupportedSchemaError, schema_to_gbnf
 from edge_agent.llm.openai_probe import Api, estimate_tokens, guess_api, probe_server
 from edge_agent.llm.stream import StopScanner
 
@@ -300,7 +301,12 @@ class OpenAIGenerator:
                 "json_schema": {"name": "output", "schema": schema, "strict": True},
             }
             if self.api == "completions":
-                body["json_schema"] = schema  # llama.cpp's completions take it as is
+                # llama.cpp's servers constrain completions by a GBNF grammar (the C++
+                # server also by "json_schema", but refuses both at once).
+                try:
+                    body["grammar"] = schema_to_gbnf(schema)
+                except UnsupportedSchemaError:
+                    body["json_schema"] = schema
         if self.api == "chat":
             body["messages"] = [{"role": "user", "content": request.prompt}]
             return body, f"{base}/chat/completions"
