@@ -340,6 +340,7 @@ install_units() {
         fi
     done
     install_dropin mqtt-password.conf "$([ -e "$ETC/mqtt-password" ] && echo 1 || echo 0)"
+    install_dropin openai-api-key.conf "$([ -e "$ETC/openai-api-key" ] && echo 1 || echo 0)"
     install_dropin jetson-cuda.conf "$CUDA"
     CHANGED_UNITS=$((changed + CHANGED_UNITS))
     [ "$CHANGED_UNITS" -eq 0 ] || systemctl_ daemon-reload

@@ -14,7 +14,7 @@ import structlog
 from edge_agent import sdnotify
 from edge_agent.actions.constrain import JsonConstraint
 from edge_agent.actions.engine import ActionsEngine
-from edge_agent.actions.wiring import action_constraint, build_engine
+from edge_agent.actions.wiring import action_constraint, build_engine, schema_constraint
 from edge_agent.alerts import Alerts
 from edge_agent.alertstate import AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
@@ -24,11 +24,14 @@ from edge_agent.ha.discovery import discovery_messages
 from edge_agent.ha.publisher import DiscoveryPublisher
 from edge_agent.ha.wiring import build_node, configured_areas
 from edge_agent.llm.base import Generator
+from edge_agent.llm.openai_backend import OpenAIGenerator, OpenAIOptions
 from edge_agent.llm.runtime import OnnxGenerator
+from edge_agent.metrics import LiveSources, Metrics
 from edge_agent.narrator import Narrator, NarratorConfig
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
+from edge_agent.results import results_context
 from edge_agent.service import Agent, AgentConfig, Route, Topics
-from edge_agent.settings import ModelSettings, Settings, read_password
+from edge_agent.settings import ModelSettings, Settings, read_api_key, read_password
 from edge_agent.status import StatusReporter
 from edge_agent.transport.base import Message
 from edge_agent.transport.mqtt import MqttOptions, MqttTransport, TlsOptions
@@ -38,7 +41,20 @@ log = structlog.get_logger(__name__)
 
 
 def load_generator(model: ModelSettings) -> Generator:
-    """Load, verify and warm up the model folder named in settings."""
+    """Load, verify and warm up the model folder named in settings (or probe the server)."""
+    if model.backend == "openai":
+        return OpenAIGenerator.connect(
+            OpenAIOptions(
+                base_url=model.base_url,
+                model=model.name,
+                api=model.api,
+                api_key=read_api_key(model),
+                connect_timeout_s=model.connect_timeout_s,
+                read_timeout_s=model.read_timeout_s,
+                retries=model.retries,
+                context_tokens=model.context_tokens,
+            )
+        )
     return OnnxGenerator.load(
         Path(model.path),
         threads=model.threads,
@@ -176,6 +192,7 @@ class Service:
     agent: Agent
     status: StatusReporter
     publisher: DiscoveryPublisher | None
+    metrics: Metrics | None = None
 
 
 def assemble(
@@ -232,13 +249,51 @@ def assemble(
         outbox_size=lambda: transport.outbox_size,
         backlog_counters=lambda: {"merged_total": worker.merged, "dropped_total": worker.dropped},
         alert_counters=lambda: agent.alert_counters,
+        backend=_backend_health(generator),
     )
-    return Service(transport, worker, agent, status, publisher)
+    metrics = _metrics(settings, generator, transport, worker, agent)
+    return Service(transport, worker, agent, status, publisher, metrics)
+
+
+def _backend_health(generator: Generator) -> Callable[[], dict[str, object]]:
+    if isinstance(generator, OpenAIGenerator):
+        remote = generator
+        return lambda: {"name": "openai", **remote.health.as_dict()}
+    return lambda: {"name": "onnx", "state": "up"}
+
+
+def _metrics(
+    settings: Settings,
+    generator: Generator,
+    transport: MqttTransport,
+    worker: InferenceWorker,
+    agent: Agent,
+) -> Metrics | None:
+    """The Prometheus registry reading the running parts, when ``[metrics] listen`` is set."""
+    if settings.metrics.address is None:
+        return None
+    health = generator.health if isinstance(generator, OpenAIGenerator) else None
+    metrics = Metrics(model=generator.model_id, backend=settings.model.backend)
+    metrics.track(
+        LiveSources(
+            events_total=lambda: agent.events_total,
+            queue_depth=lambda: worker.depth,
+            outbox_size=lambda: transport.outbox_size,
+            broker_connected=lambda: transport.connected,
+            broker_reconnects_total=lambda: transport.reconnects_total,
+            backend_up=lambda: health is None or health.up,
+            backend_failures_total=lambda: 0 if health is None else health.failures_total,
+            backlog=lambda: {"merged_total": worker.merged, "dropped_total": worker.dropped},
+        )
+    )
+    return metrics
 
 
 def load(settings: Settings) -> tuple[Generator, JsonConstraint | None]:
     """The slow, blocking part of start-up: the model, then the actions' grammar."""
     generator = load_generator(settings.model)
+    if isinstance(generator, OpenAIGenerator):
+        return generator, schema_constraint(settings.actions, generator)
     return generator, action_constraint(settings.actions, Path(settings.model.path))
 
 
@@ -262,6 +317,24 @@ async def run(
     generator, constraint = await asyncio.to_thread(load, settings)
     log.info("model_loaded", model=generator.model_id)
     svc = assemble(settings, generator, clock, constraint)
+    with results_context(
+        svc.metrics.observe if svc.metrics else None,
+        model=generator.model_id,
+        backend=settings.model.backend,
+    ):
+        # Inside: every task started here logs its results with model and backend.
+        await _serve(settings, svc, stop)
+
+
+async def _serve(settings: Settings, svc: Service, stop: asyncio.Event) -> None:
+    """Connect, start the tasks, and wait for ``stop``; then shut down in order."""
+    generator = svc.worker.generator
+    address = settings.metrics.address
+    if svc.metrics is not None and address is not None:
+        try:
+            svc.metrics.serve(*address)
+        except OSError as exc:
+            raise StartupError(f"metrics.listen {settings.metrics.listen}: {exc}") from exc
     try:
         await svc.transport.connect()
     except TransportError as exc:
@@ -291,6 +364,8 @@ async def run(
     for task in (*tasks, watchdog):
         task.cancel()
     await asyncio.gather(*tasks, watchdog, return_exceptions=True)
+    if svc.metrics is not None:
+        svc.metrics.close()
     log.info(
         "agent_stopped", events=svc.agent.events_total, deadletters=svc.agent.deadletters_total
     )

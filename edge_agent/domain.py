@@ -394,6 +394,8 @@ class Status:
     decode_tok_s: float | None
     last_error: str | None
     counters: dict[str, int] = field(default_factory=dict)
+    backend: dict[str, object] | None = None
+    """The model backend's health (``model.backend = "openai"``): state, since, errors."""
 
     def to_payload(self) -> bytes:
         """Encode as the versioned JSON document subscribers receive."""
@@ -409,4 +411,6 @@ class Status:
             "last_error": self.last_error,
             **self.counters,
         }
+        if self.backend is not None:
+            return json.dumps({**doc, "backend": self.backend}, ensure_ascii=False).encode()
         return json.dumps(doc, ensure_ascii=False).encode()

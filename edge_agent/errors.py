@@ -30,6 +30,10 @@ class ModelVerifyError(ModelError):
     """A model folder failed manifest or checksum verification."""
 
 
+class BackendUnreachableError(StartupError):
+    """The model server (``model.backend = "openai"``) did not answer at start-up."""
+
+
 class ExportError(EdgeAgentError):
     """Building, exporting or quantizing a model failed."""
 
@@ -55,6 +59,20 @@ class GenerationError(EdgeAgentError):
 
 class ContextOverflowError(GenerationError):
     """The prompt does not fit in the model's context window."""
+
+
+class BackendError(GenerationError):
+    """A remote model server failed one request (``model.backend = "openai"``).
+
+    ``reason`` is the summary's fallback reason: ``backend_unavailable`` (no connection,
+    5xx), ``backend_timeout``, ``backend_bad_response`` (nonsense on the wire),
+    ``backend_rejected`` (4xx) or ``backend_model_missing``.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class BacklogFullError(GenerationError):

@@ -134,7 +134,7 @@ class Narrator:
                 fallback_text(facts, anomalies),
                 facts,
                 True,
-                f"error: {exc}",
+                getattr(exc, "reason", None) or f"error: {exc}",  # BackendError: its code
                 latency_s=time.monotonic() - started,
             )
         if result is None:

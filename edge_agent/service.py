@@ -39,6 +39,7 @@ from edge_agent.narrate import (
     summary_title,
 )
 from edge_agent.narrator import Narrator
+from edge_agent.results import record
 from edge_agent.transport.base import Message, Transport
 
 log = structlog.get_logger(__name__)
@@ -210,7 +211,8 @@ class Agent:
 
     def _dead_letter(self, message: Message, reason: str, detail: str, now: float) -> None:
         self.deadletters_total += 1
-        log.warning(
+        record(
+            log.warning,
             "payload_rejected",
             topic=message.topic,
             reason=reason,
@@ -334,17 +336,20 @@ class Agent:
         self._publish_retained(self._cfg.topics.summary, payload)
         if area is not None:
             self._publish_retained(self._cfg.topics.area_summary(area), payload)
-        log.info(
+        record(
+            log.info,
             "summary_published",
             area=area,
             facts=len(chosen),
             severity=severity,
+            outcome="fallback" if narration.fallback else "grounded",
             fallback=narration.fallback,
             reason=narration.reason,
             prompt_tokens=narration.prompt_tokens,
             new_tokens=narration.new_tokens,
             latency_s=round(narration.latency_s, 3),
             stop_reason=narration.stop_reason,
+            model=summary.model,
         )
         if anomalies and self._actions is not None and self._actions.config.on_anomaly:
             self._spawn(
@@ -439,11 +444,19 @@ class Agent:
             correlation_data=request.correlation_data,
             expiry_s=expiry,
         )
-        log.info(
+        record(
+            log.info,
             "answer_published",
             id=request.id,
             reply_to=request.reply_to,
+            facts=len(facts),
+            outcome="fallback" if narration.fallback else "grounded",
             fallback=narration.fallback,
+            reason=narration.reason,
+            prompt_tokens=narration.prompt_tokens,
+            new_tokens=narration.new_tokens,
             latency_s=round(narration.latency_s, 3),
+            stop_reason=narration.stop_reason,
+            model=answer.model,
         )
         return answer

@@ -40,6 +40,7 @@ class StatusReporter:
         outbox_size: Callable[[], int],
         backlog_counters: Callable[[], dict[str, int]],
         alert_counters: Callable[[], dict[str, int]] | None = None,
+        backend: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._publish = publish
         self._topic = topic
@@ -51,6 +52,7 @@ class StatusReporter:
         self._backlog = backlog_counters
         self._alerts = alert_counters
         """Anomaly notifications sent and suppressed by the rate limits, open excursions."""
+        self._backend = backend
         self._started = time.monotonic()
         self._last = (self._started, 0)
 
@@ -79,6 +81,7 @@ class StatusReporter:
                 **self._backlog(),
                 **(self._alerts() if self._alerts is not None else {}),
             },
+            backend=None if self._backend is None else self._backend(),
         )
 
     def publish_now(self) -> None:

@@ -28,6 +28,7 @@ from edge_agent.domain import Anomaly, MetricFacts, Window
 from edge_agent.errors import EdgeAgentError, GenerationError
 from edge_agent.llm.base import Generation, GenerationRequest, Generator
 from edge_agent.narrate import Prompt, fit_facts
+from edge_agent.results import record
 from edge_agent.settings import ActionSpec
 from edge_agent.transport.base import Message
 
@@ -140,10 +141,36 @@ class ActionsEngine:
         except GenerationError as exc:
             log.error("action_generation_failed", error=str(exc))
             blank = self._proposal(None, "", window, started)
-            return self._emit("failed", blank, "", Code.GENERATION_FAILED, str(exc), facts=facts)
+            failed = self._emit("failed", blank, "", Code.GENERATION_FAILED, str(exc), facts=facts)
+            record(
+                log.info,
+                "action_decided",
+                area=anomalies[0].area if anomalies else None,
+                facts=len(facts),
+                outcome="failed",
+                reason=getattr(exc, "reason", "error"),
+                latency_s=round(self._clock() - started, 3),
+                model=gen.model_id,
+            )
+            return failed
         if result is None:
             return None
-        return self.decide(result.text, facts, window)
+        event = self.decide(result.text, facts, window)
+        # The canonical line of this decision (metrics count it; see edge_agent.results).
+        record(
+            log.info,
+            "action_decided",
+            area=anomalies[0].area if anomalies else None,
+            facts=len(facts),
+            outcome=event.event_type if event else "none",
+            action=event.proposal.describe() if event else "",
+            reason=event.code if event else "",
+            prompt_tokens=result.prompt_tokens,
+            new_tokens=result.new_tokens,
+            latency_s=round(result.latency_s, 3),
+            model=gen.model_id,
+        )
+        return event
 
     def decide(self, text: str, facts: Sequence[MetricFacts], window: Window) -> ActionEvent | None:
         """Validate the model's ``text`` and act on it by the action's mode."""

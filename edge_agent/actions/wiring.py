@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
@@ -16,8 +18,9 @@ from edge_agent.actions.dfa import compile_grammar
 from edge_agent.actions.engine import ActionsEngine, EngineConfig, Publish, Submit
 from edge_agent.actions.grammar import build_grammar
 from edge_agent.actions.policy import Policy
+from edge_agent.actions.schema import proposal_schema
 from edge_agent.actions.vocab import TokenArrays, TokenTable
-from edge_agent.llm.base import Generator
+from edge_agent.llm.base import Generation, GenerationRequest, Generator
 from edge_agent.llm.manifest import Manifest
 from edge_agent.settings import ActionSpec, ActionsSettings
 
@@ -89,6 +92,56 @@ def action_constraint(settings: ActionsSettings, model_dir: Path) -> JsonConstra
     return build_constraint(settings.allow, settings.reason_max_chars, model_dir)
 
 
+class ServerSchemaConstraint(JsonConstraint):
+    """The proposal for a model on a server: its JSON schema goes in the request.
+
+    The engine asks every constraint for a logits processor; this one's runs over a
+    256-byte vocabulary and is never applied (the server has the real vocabulary),
+    because :func:`build_engine` swaps it for ``schema`` on each request.
+    """
+
+    def __init__(self, specs: tuple[ActionSpec, ...], reason_max: int) -> None:
+        bytes_only = TokenTable(tuple(bytes((b,)) for b in range(256)), frozenset())
+        super().__init__(
+            compile_grammar(build_grammar(specs, reason_max)), TokenArrays.pack(bytes_only)
+        )
+        self.schema: Mapping[str, Any] = proposal_schema(specs, reason_max)
+
+
+class SchemaServer(Protocol):
+    """A generator on a server that may constrain output to a JSON schema."""
+
+    def supports_json_schema(self) -> bool:
+        """Ask the server once."""
+        ...
+
+
+def schema_constraint(settings: ActionsSettings, server: SchemaServer) -> JsonConstraint | None:
+    """The proposal schema if actions are on and the server honours schemas, else None.
+
+    A server that ignores ``response_format`` would let the model write anything;
+    the policy would reject it, but every proposal would be noise, so actions are off.
+    """
+    if not any(a.mode != "off" for a in settings.allow):
+        return None
+    if not server.supports_json_schema():
+        log.error(
+            "actions_disabled",
+            why="the model server does not constrain output to a JSON schema "
+            "(response_format json_schema); use llama.cpp's llama-server, Ollama >= 0.5, "
+            "vLLM or LocalAI, or the onnx backend",
+        )
+        return None
+    return ServerSchemaConstraint(settings.allow, settings.reason_max_chars)
+
+
+def _with_schema(submit: Submit, schema: Mapping[str, Any]) -> Submit:
+    def send(key: str, request: GenerationRequest) -> Awaitable[Generation | None]:
+        return submit(key, replace(request, logits_processor=None, json_schema=schema))
+
+    return send
+
+
 def build_engine(
     settings: ActionsSettings,
     *,
@@ -106,6 +159,11 @@ def build_engine(
     """
     if constraint is None:
         return None
+    warmup: Future[WarmStats] | None = None
+    if isinstance(constraint, ServerSchemaConstraint):
+        submit = _with_schema(submit, constraint.schema)
+    else:
+        warmup = warm_in_background(constraint)
     return ActionsEngine(
         EngineConfig(
             event_topic=event_topic,
@@ -125,5 +183,5 @@ def build_engine(
         submit,
         constraint,
         clock,
-        warmup=warm_in_background(constraint),
+        warmup=warmup,
     )

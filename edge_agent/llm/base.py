@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +60,9 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     logits_processor: LogitsProcessor | None = field(default=None, compare=False)
     """Applied to every step's logits before sampling (constrained decoding)."""
+    json_schema: Mapping[str, Any] | None = field(default=None, compare=False)
+    """The JSON schema the output must match, for generators that constrain on a server
+    (``response_format``) rather than through ``logits_processor``; others ignore it."""
 
 
 @dataclass(frozen=True, slots=True)

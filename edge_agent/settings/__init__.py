@@ -26,6 +26,7 @@ from edge_agent.settings.actions import (
 )
 from edge_agent.settings.alerts import AlertsSettings
 from edge_agent.settings.base import ENV_PREFIX, Section
+from edge_agent.settings.metrics import MetricsSettings
 from edge_agent.settings.mqtt import (
     MqttSettings,
     TlsSettings,
@@ -59,6 +60,7 @@ __all__ = [
     "HomeAssistantSettings",
     "IntParam",
     "LogSettings",
+    "MetricsSettings",
     "ModelSettings",
     "MqttSettings",
     "QuietHours",
@@ -72,6 +74,7 @@ __all__ = [
     "format_validation_error",
     "load_settings",
     "masked_dump",
+    "read_api_key",
     "read_password",
 ]
 
@@ -110,6 +113,9 @@ class Settings(BaseSettings):
     alerts: AlertsSettings = Field(
         default_factory=AlertsSettings,
         description="Rate limits of anomaly notifications; saved excursion state.",
+    )
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings, description="The Prometheus endpoint (off by default)."
     )
 
     @classmethod
@@ -173,6 +179,20 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     if settings.mqtt.password is not None:
         data["mqtt"]["password"] = "***"
     return data
+
+
+def read_api_key(model: ModelSettings) -> str | None:
+    """The model server's API key from ``model.api_key_file``, or None without one."""
+    if model.api_key_file is None:
+        return None
+    path = model.api_key_file
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and credentials:
+        path = Path(credentials) / path
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise ConfigError(f"model.api_key_file {path} cannot be read: {exc.strerror}") from exc
 
 
 def read_password(mqtt: MqttSettings) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edge_agent.settings.base import Section
 
@@ -80,6 +80,55 @@ class ModelSettings(Section):
         "context. Sizes the KV cache the runtime keeps in RAM (Gemma 2 2B: about 0.2 MB "
         "per token), so raise it only for long prompts.",
     )
+    backend: Literal["onnx", "openai"] = Field(
+        "onnx",
+        description="'onnx': the model folder at 'path', run on this device; 'openai': an "
+        "OpenAI-compatible server (Ollama, llama.cpp's llama-server, vLLM, LocalAI) at "
+        "'base_url' (see docs/backends.md). The facts, grounding and fallback stay here.",
+    )
+    base_url: str = Field(
+        "",
+        pattern=r"^(https?://\S+)?$",
+        description="backend 'openai': the server's API root, e.g. http://nas.lan:11434/v1 "
+        "(Ollama) or http://127.0.0.1:8080/v1 (llama-server).",
+    )
+    name: str = Field(
+        "", max_length=200, description="backend 'openai': the model on the server, e.g. gemma2:2b."
+    )
+    api: Literal["auto", "completions", "chat"] = Field(
+        "auto",
+        description="backend 'openai': '/v1/completions' for base models (few-shot prompts), "
+        "'/v1/chat/completions' for instruction-tuned ones; 'auto' guesses from the name "
+        "(-it, instruct, chat, or an Ollama tag mean chat) and logs its choice.",
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="backend 'openai': file holding the API key (sent as a bearer token); a "
+        "relative path is read from systemd's $CREDENTIALS_DIRECTORY (LoadCredential). "
+        "Never put the key in the config itself.",
+    )
+    connect_timeout_s: float = Field(
+        3.0, gt=0, le=120, description="backend 'openai': seconds to open a connection."
+    )
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="backend 'openai': most seconds between two streamed pieces of a reply.",
+    )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="backend 'openai': retries of a failed request (jittered backoff, within "
+        "summary.deadline_s); none while the server is known to be down.",
+    )
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> ModelSettings:
+        if self.backend == "openai" and not (self.base_url and self.name):
+            raise ValueError("backend 'openai' needs model.base_url and model.name")
+        return self
 
 
 class HomeAssistantSettings(Section):
