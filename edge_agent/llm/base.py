@@ -60,6 +60,9 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     logits_processor: LogitsProcessor | None = field(default=None, compare=False)
     """Applied to every step's logits before sampling (constrained decoding)."""
+    cancelled: Callable[[], bool] | None = field(default=None, compare=False)
+    """Polled between tokens; once it returns True the generation ends early with
+    stop_reason ``cancelled`` (the service is shutting down)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,7 @@ class Generation:
     prompt_tokens: int
     new_tokens: int
     stop_reason: str
-    """One of ``eos``, ``stop``, ``max_new_tokens``, ``deadline``."""
+    """One of ``eos``, ``stop``, ``max_new_tokens``, ``deadline``, ``cancelled``."""
     latency_s: float
 
 
