@@ -216,7 +216,7 @@ def test_a_threshold_anomaly_is_published_and_rate_limited() -> None:
     assert summaries[0]["severity"] == "alert"
 
 
-def test_an_expired_question_is_dropped_not_answered() -> None:
+def test_an_expired_question_gets_an_expired_error_not_an_answer() -> None:
     transport = MemoryTransport()
     now = [1000.0]
     gen = ScriptedGenerator("late", "on time")
@@ -242,10 +242,14 @@ def test_an_expired_question_is_dropped_not_answered() -> None:
         task.cancel()
 
     asyncio.run(scenario())
-    answers = transport.published
-    assert [(t, json.loads(p)["id"], kw["expiry_s"]) for t, p, kw in answers] == [
-        ("t/answer", "3", 60)
+    replies = [(t, json.loads(p), kw.get("expiry_s")) for t, p, kw in transport.published]
+    # The expired question gets its one reply, an error, and no generation ran for it.
+    assert [(t, doc["id"], doc.get("error"), expiry) for t, doc, expiry in replies] == [
+        ("t/answer", None, "expired", None),
+        ("t/answer", "3", None, 60),
     ]
+    assert replies[0][1] == {"schema_version": 1, "id": None, "error": "expired"}
+    assert agent.ask_errors_total == 1
 
 
 @pytest.mark.parametrize(

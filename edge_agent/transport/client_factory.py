@@ -11,6 +11,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -115,6 +116,42 @@ def connect(client: paho.Client, opt: ClientOptions, **connect_kwargs: Any) -> N
     """Blocking TCP/TLS connect and queue CONNECT; errors as TransportError."""
     with connect_errors(opt.where):
         client.connect(opt.host, opt.port, opt.keepalive_s, **connect_kwargs)
+
+
+def connect_and_wait(client: paho.Client, opt: ClientOptions, **connect_kwargs: Any) -> None:
+    """Connect, start paho's network thread and wait for the broker's CONNACK.
+
+    For short-lived helper clients (``ha remove``, ``config check --connect``); the
+    caller owns the running client (``disconnect()`` then ``loop_stop()``). Raises
+    :class:`TransportError` on refusal, a hang-up before CONNACK or a timeout, with the
+    network thread stopped.
+    """
+    answered = threading.Event()
+    outcome: list[str] = []
+
+    def on_connect(_c: paho.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+        if getattr(rc, "is_failure", False):
+            outcome.append(f"the broker at {opt.where} refused the connection: {rc}")
+        answered.set()
+
+    def on_disconnect(_c: paho.Client, _u: object, _f: object, rc: Any, _p: object) -> None:
+        if not answered.is_set():
+            outcome.append(closed_before_connack(opt.where, rc, tls=opt.tls is not None))
+            answered.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    connect(client, opt, **connect_kwargs)
+    client.loop_start()
+    if not answered.wait(opt.connect_timeout_s):
+        outcome.append(
+            f"the broker at {opt.where} did not answer CONNECT within {opt.connect_timeout_s:g}s"
+        )
+    if outcome:
+        client.loop_stop()
+        with contextlib.suppress(Exception):  # best effort: the socket may be gone
+            client.disconnect()
+        raise TransportError(outcome[0])
 
 
 def _close_leaked_sockets(exc: BaseException) -> None:
