@@ -84,4 +84,3 @@ def test_discovery_is_removed_before_the_state_topics_are_cleared(
     assert any(t.startswith(f"{node.discovery_prefix}/button/") for t in empties)
     cleared = [line.removeprefix("cleared ") for line in result.stdout.splitlines()[:-1]]
     assert cleared == [t for t in empties if t in cleared]
-

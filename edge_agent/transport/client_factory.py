@@ -73,10 +73,20 @@ def new_client(opt: ClientOptions, cls: type[C], **paho_kwargs: Any) -> C:
 
 
 @contextlib.contextmanager
-def connect_errors(where: str) -> Iterator[None]:
+def connect_errors(where: str, *, tls: bool) -> Iterator[None]:
     """Translate what a blocking paho connect raises into one-line TransportErrors."""
     try:
         yield
+    except (ConnectionResetError, ConnectionAbortedError) as exc:
+        if not tls:
+            raise _unreachable(where, exc) from exc
+        # A plain listener reads our ClientHello as a broken MQTT packet and hangs up.
+        _close_leaked_sockets(exc)
+        raise TransportError(
+            f"the MQTT broker at {where} hung up during the TLS handshake "
+            f"({exc.strerror or exc}); is this port a plain MQTT listener (usually 1883)? "
+            "then set mqtt.tls.enabled = false, or use its TLS port"
+        ) from exc
     except ssl.SSLError as exc:
         _close_leaked_sockets(exc)
         detail = getattr(exc, "verify_message", None) or exc.reason or exc
@@ -91,10 +101,14 @@ def connect_errors(where: str) -> Iterator[None]:
             f"TLS handshake with the MQTT broker at {where} failed: {detail}; {hint}"
         ) from exc
     except OSError as exc:
-        raise TransportError(
-            f"cannot reach the MQTT broker at {where}: {exc.strerror or exc}; "
-            "check mqtt.host and mqtt.port and that the broker runs"
-        ) from exc
+        raise _unreachable(where, exc) from exc
+
+
+def _unreachable(where: str, exc: OSError) -> TransportError:
+    return TransportError(
+        f"cannot reach the MQTT broker at {where}: {exc.strerror or exc}; "
+        "check mqtt.host and mqtt.port and that the broker runs"
+    )
 
 
 def closed_before_connack(where: str, reason: object, *, tls: bool) -> str:
@@ -114,7 +128,7 @@ def closed_before_connack(where: str, reason: object, *, tls: bool) -> str:
 
 def connect(client: paho.Client, opt: ClientOptions, **connect_kwargs: Any) -> None:
     """Blocking TCP/TLS connect and queue CONNECT; errors as TransportError."""
-    with connect_errors(opt.where):
+    with connect_errors(opt.where, tls=opt.tls is not None):
         client.connect(opt.host, opt.port, opt.keepalive_s, **connect_kwargs)
 
 

@@ -53,7 +53,7 @@ def open_connection(client: paho.Client, opt: MqttOptions, *, first: bool) -> No
 
     The first call of a process sets the session up; later ones reuse paho's settings.
     """
-    with connect_errors(f"{opt.host}:{opt.port}"):
+    with connect_errors(f"{opt.host}:{opt.port}", tls=opt.tls is not None):
         if first:
             _connect_first(client, opt)
         else:
