@@ -48,10 +48,11 @@ class ClientOptions:
         return f"{self.host}:{self.port}"
 
 
-def new_client(opt: ClientOptions, cls: type[C], **paho_kwargs: Any) -> C:
+def new_client(opt: ClientOptions, cls: type[C], *, logs: bool = True, **paho_kwargs: Any) -> C:
     """A ``cls`` (paho.Client or a subclass) set up for ``opt``; not connected yet.
 
-    ``paho_kwargs`` go to the constructor (``manual_ack``, ``clean_session``...).
+    ``paho_kwargs`` go to the constructor (``manual_ack``, ``clean_session``...);
+    ``logs=False`` leaves paho's own logging off (the bench's plain-paho peer).
     Raises :class:`TransportError` when the TLS files cannot be loaded.
     """
     client = cls(
@@ -60,7 +61,8 @@ def new_client(opt: ClientOptions, cls: type[C], **paho_kwargs: Any) -> C:
         protocol=paho.MQTTv5 if opt.protocol == "5" else paho.MQTTv311,
         **paho_kwargs,
     )
-    client.enable_logger(logging.getLogger("paho.mqtt"))
+    if logs:
+        client.enable_logger(logging.getLogger("paho.mqtt"))
     client.connect_timeout = opt.connect_timeout_s
     if opt.tls is not None:
         client.tls_set_context(tls_context(opt.tls))
