@@ -18,7 +18,7 @@ from edge_agent.connection import client_options, tls_options
 from edge_agent.errors import ConfigError, ModelError, TransportError
 from edge_agent.llm.manifest import MANIFEST_NAME, Manifest, verify
 from edge_agent.settings import ModelSettings, MqttSettings, read_password
-from edge_agent.transport.client_factory import connect_and_wait, new_client
+from edge_agent.transport.client_factory import close, connect_and_wait, new_client
 from edge_agent.transport.options import tls_context
 
 
@@ -129,6 +129,5 @@ def broker_problems(mqtt: MqttSettings, timeout_s: float = 5.0) -> list[str]:
         connect_and_wait(client, opt)
     except (TransportError, ConfigError) as exc:
         return [str(exc)]
-    client.disconnect()
-    client.loop_stop()
+    close(client)
     return []

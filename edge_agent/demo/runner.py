@@ -24,7 +24,12 @@ from edge_agent.demo.simulate import AREAS, DEVICE_AREAS, simulate_day
 from edge_agent.demo.state import LINE_KINDS, decode, hhmm
 from edge_agent.errors import StartupError, TransportError
 from edge_agent.settings import Settings
-from edge_agent.transport.client_factory import ClientOptions, connect, new_client
+from edge_agent.transport.client_factory import (
+    ClientOptions,
+    close,
+    connect,
+    new_client,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -158,8 +163,7 @@ class DemoClient:
 
     def close(self) -> None:
         """Disconnect and stop paho's network thread."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        close(self._client)
 
 
 @contextmanager

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 
 from edge_agent.errors import TransportError
-from edge_agent.transport.client_factory import ClientOptions, connect_and_wait, new_client
+from edge_agent.transport.client_factory import (
+    ClientOptions,
+    close,
+    connect_and_wait,
+    new_client,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +106,7 @@ def remove_node(
                 time.sleep(settle_s)
         return ClearResult(tuple(cleared), swept)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        close(client)
 
 
 def _publish_empty(client: paho.Client, topics: list[str], timeout_s: float) -> None:

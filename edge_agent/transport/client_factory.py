@@ -164,10 +164,19 @@ def connect_and_wait(client: paho.Client, opt: ClientOptions, **connect_kwargs: 
             f"the broker at {opt.where} did not answer CONNECT within {opt.connect_timeout_s:g}s"
         )
     if outcome:
-        client.loop_stop()
-        with contextlib.suppress(Exception):  # best effort: the socket may be gone
-            client.disconnect()
+        close(client)
         raise TransportError(outcome[0])
+
+
+def close(client: paho.Client) -> None:
+    """Stop paho's network thread, then disconnect cleanly (no last will is sent).
+
+    In this order: disconnecting first makes paho's thread run once more on the closed
+    socket and log "Client is not connected" as an error on every clean exit.
+    """
+    client.loop_stop()
+    with contextlib.suppress(Exception):  # best effort: the socket may be gone already
+        client.disconnect()
 
 
 def _close_leaked_sockets(exc: BaseException) -> None:
