@@ -83,7 +83,10 @@ class MqttSettings(Section):
         "within 0.5 s of a lost connection); it doubles per failed attempt.",
     )
     reconnect_max_s: float = Field(
-        10.0, gt=0, description="Cap of the reconnect delay (each delay gets 50-100% jitter)."
+        5.0,
+        gt=0,
+        description="Cap of the reconnect delay (each delay gets 50-100% jitter): also the "
+        "longest the agent may stay away after the broker is back.",
     )
     outbox_path: Path = Field(
         Path("/var/lib/edge-agent/outbox.sqlite"),

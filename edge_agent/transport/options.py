@@ -43,7 +43,7 @@ class MqttOptions:
     tls: TlsOptions | None = None
     session_expiry_s: int = 86_400
     reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 10.0
+    reconnect_max_s: float = 5.0
     outbox_path: Path | str = ":memory:"
     """SQLite file of the outbox; ':memory:' keeps it only for this process."""
     outbox_max_messages: int = 10_000
