@@ -190,7 +190,12 @@ def assemble(
         agent=agent,
         queue_depth=lambda: worker.depth,
         outbox_size=lambda: transport.outbox_size,
-        backlog_counters=lambda: {"merged_total": worker.merged, "dropped_total": worker.dropped},
+        backlog_counters=lambda: {
+            "merged_total": worker.merged,
+            "dropped_total": worker.dropped,
+            "ask_errors_total": agent.ask_errors_total,
+            "stream_dropped_offline_total": transport.qos0_dropped_total,
+        },
     )
     return Service(transport, worker, agent, status, publisher)
 
