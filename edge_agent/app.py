@@ -25,7 +25,7 @@ from edge_agent.ha.wiring import build_node
 from edge_agent.llm.base import Generator
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.narrator import Narrator, NarratorConfig
-from edge_agent.preflight import startup_problems
+from edge_agent.preflight import model_problems, startup_problems
 from edge_agent.service import Agent, AgentConfig, Route, Topics
 from edge_agent.settings import ModelSettings, Settings, read_password
 from edge_agent.status import StatusReporter
@@ -222,9 +222,9 @@ async def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    # What the config points at (TLS files, password, outbox) is checked before the
-    # model loads: a typo then costs a second, and is one line, not a traceback.
-    problems = startup_problems(settings.mqtt)
+    # What the config points at (model files, TLS files, password, outbox) is checked
+    # before the model loads: a typo then costs a second, and is one line, not a traceback.
+    problems = [*model_problems(settings.model), *startup_problems(settings.mqtt)]
     if problems:
         raise StartupError("; ".join(problems))
     # The model loads before we connect, so 'online' means ready to answer.

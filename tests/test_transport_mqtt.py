@@ -300,7 +300,7 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
     assert backoff_delay(0, 5.0, 60.0, MaxJitter()) == 0.5
     assert all(0 <= backoff_delay(0, 5.0, 60.0, random.Random(n)) <= 0.5 for n in range(50))
     rng = random.Random(7)
-    jittered = [backoff_delay(3, 0.5, 4.0, rng) for _ in range(50)]
+    jittered = [backoff_delay(4, 0.5, 4.0, rng) for _ in range(50)]
     assert all(2.0 <= d <= 4.0 for d in jittered)
     assert len(set(jittered)) > 40  # a fleet does not come back in lock-step
 
