@@ -32,9 +32,10 @@ from edge_agent.llm.base import Generation, GenerationRequest, Generator
 
 log = structlog.get_logger(__name__)
 
-_STOP_WAIT_S = 30.0
+_STOP_WAIT_S = 10.0
 """Longest wait at shutdown for the running generation; it stops at its next token,
-so only a long prefill on a slow board comes near this."""
+so only a long prefill on a slow board comes near this. Well inside systemd's
+TimeoutStopSec (30 s), with the broker's goodbye still to come."""
 
 
 @dataclass(slots=True)
