@@ -93,11 +93,7 @@ def connect_errors(where: str, *, tls: bool) -> Iterator[None]:
         _close_leaked_sockets(exc)
         detail = getattr(exc, "verify_message", None) or exc.reason or exc
         hint = "check mqtt.tls.ca_file and that mqtt.host matches the broker certificate"
-        if exc.reason in (
-            "WRONG_VERSION_NUMBER",
-            "UNEXPECTED_EOF_WHILE_READING",
-            "RECORD_LAYER_FAILURE",
-        ):
+        if exc.reason in _NOT_TLS:
             hint = "is this port a plain MQTT listener? then set mqtt.tls.enabled = false"
         raise TransportError(
             f"TLS handshake with the MQTT broker at {where} failed: {detail}; {hint}"
