@@ -7,6 +7,10 @@
 #   deploy/install.sh --dry-run --wheel ...         # print the plan, change nothing
 #   deploy/install.sh --root /tmp/img --wheel ...   # install into an image tree, no systemctl
 #
+# Where the local broker is Mosquitto (/etc/mosquitto/conf.d exists), the drop-in
+# deploy/mosquitto/edge-agent.conf goes there and Mosquitto is reloaded, so that no QoS 1
+# reading is lost while either side restarts (docs/delivery.md); --no-mosquitto-conf skips it.
+#
 # Layout: one venv per version, /opt/edge-agent/venv-<version>, and /opt/edge-agent/current
 # pointing at the live one (the unit runs /opt/edge-agent/current/bin/edge-agent). An upgrade
 # builds the new venv beside the old one, switches the link, restarts, and waits for the
@@ -30,6 +34,7 @@ PURGE=0
 START=1
 FORCE=0
 CUDA=0
+MOSQUITTO_CONF=1
 ORT_WHEEL=""
 HEALTH_TIMEOUT=120
 PIP_ARGS=()
@@ -54,6 +59,8 @@ install / upgrade:
   --cuda                Jetson: enable the CUDA provider drop-in (see deploy/README.md)
   --ort-wheel PATH      Jetson: the onnxruntime-gpu wheel for this JetPack, replaces onnxruntime
   --pip-arg ARG         pass ARG to pip install (repeatable), e.g. --pip-arg=--no-index
+  --no-mosquitto-conf   leave Mosquitto alone (default: where /etc/mosquitto/conf.d
+                        exists, install deploy/mosquitto/edge-agent.conf and reload it)
 
 modes:
   --uninstall           remove the program and units; keep config, models and the user
@@ -95,6 +102,7 @@ parse_args() {
             --force) FORCE=1 ;;
             --no-start) START=0 ;;
             --cuda) CUDA=1 ;;
+            --no-mosquitto-conf) MOSQUITTO_CONF=0 ;;
             --uninstall) UNINSTALL=1 ;;
             --purge) PURGE=1 ;;
             --dry-run) DRY_RUN=1 ;;
@@ -129,6 +137,7 @@ set_paths() {
     CACHE=$ROOT/var/cache/edge-agent
     UNITS=$ROOT/etc/systemd/system
     SYSUSERS=$ROOT/usr/lib/sysusers.d
+    MOSQUITTO_DIR=$ROOT/etc/mosquitto/conf.d
     VENV=$PREFIX/venv-$VERSION
 }
 
@@ -359,6 +368,43 @@ install_dropin() {
     fi
 }
 
+# The Mosquitto drop-in: no queue limit that drops a device's backlog, persistence, a short
+# autosave. Only where the local broker is Mosquitto; reloaded (SIGHUP applies all of it).
+install_mosquitto_conf() {
+    local dest=$MOSQUITTO_DIR/edge-agent.conf
+    if [ "$MOSQUITTO_CONF" -eq 0 ]; then
+        say "mosquitto: left alone (--no-mosquitto-conf)"
+        return
+    fi
+    if [ ! -d "$MOSQUITTO_DIR" ]; then
+        say "mosquitto: no $MOSQUITTO_DIR here; see docs/delivery.md for your broker's settings"
+        return
+    fi
+    if cmp -s "$HERE/mosquitto/edge-agent.conf" "$dest"; then
+        say "mosquitto: $dest is up to date"
+        return
+    fi
+    say "mosquitto: installing $dest (no queue limit, persistence, autosave 60 s)"
+    run install -m 0644 "$HERE/mosquitto/edge-agent.conf" "$dest"
+    reload_mosquitto
+}
+
+reload_mosquitto() {
+    if live_systemd && ! "${SYSTEMCTL:-systemctl}" is-active --quiet mosquitto.service; then
+        say "mosquitto: not running; the drop-in applies when it starts"
+        return
+    fi
+    systemctl_ reload mosquitto.service
+}
+
+remove_mosquitto_conf() {
+    local dest=$MOSQUITTO_DIR/edge-agent.conf
+    [ "$MOSQUITTO_CONF" -eq 1 ] && [ -e "$dest" ] || return 0
+    say "mosquitto: removing $dest"
+    run rm -f "$dest"
+    reload_mosquitto
+}
+
 # Healthy: systemd says active (Type=notify, so only after READY=1) and, where mosquitto_sub
 # exists, the retained availability topic says online.
 healthy() {
@@ -446,6 +492,7 @@ do_install() {
     # shellcheck disable=SC2046  # owner prints two options
     run install -d -m 0750 $(owner edge-agent edge-agent) "$CACHE"
     install_units
+    install_mosquitto_conf
     restart_and_gate
     prune_venvs
     say "done: edge-agent $VERSION (config $ETC/config.toml, models $STATE/models)"
@@ -463,6 +510,7 @@ do_uninstall() {
     run rm -rf "$UNITS/edge-agent.service" "$UNITS/edge-agent@.service" \
         "$UNITS/edge-agent.service.d" "$PREFIX"
     systemctl_ daemon-reload
+    remove_mosquitto_conf
     if [ "$PURGE" -eq 1 ]; then
         say "purge: removing config, state (models), cache and the edge-agent user"
         run rm -rf "$ETC" "$STATE" "$CACHE" "$SYSUSERS/edge-agent.conf"

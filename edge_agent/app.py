@@ -18,6 +18,7 @@ from edge_agent.actions.wiring import action_constraint, build_engine, schema_co
 from edge_agent.alerts import Alerts
 from edge_agent.alertstate import AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
+from edge_agent.connection import tls_options
 from edge_agent.errors import StartupError, TransportError
 from edge_agent.facts import WindowStore
 from edge_agent.ha.discovery import discovery_messages
@@ -28,13 +29,14 @@ from edge_agent.llm.openai_backend import OpenAIGenerator, OpenAIOptions
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.metrics import LiveSources, Metrics
 from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.preflight import model_problems, startup_problems
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
 from edge_agent.results import results_context
 from edge_agent.service import Agent, AgentConfig, Route, Topics
 from edge_agent.settings import ModelSettings, Settings, read_api_key, read_password
 from edge_agent.status import StatusReporter
 from edge_agent.transport.base import Message
-from edge_agent.transport.mqtt import MqttOptions, MqttTransport, TlsOptions
+from edge_agent.transport.mqtt import MqttOptions, MqttTransport
 from edge_agent.worker import InferenceWorker
 
 log = structlog.get_logger(__name__)
@@ -82,14 +84,7 @@ def build_transport(settings: Settings, extra_subscriptions: tuple[str, ...] = (
             username=mqtt.username,
             password=read_password(mqtt),
             protocol=mqtt.protocol,
-            tls=TlsOptions(
-                ca_file=mqtt.tls.ca_file,
-                cert_file=mqtt.tls.cert_file,
-                key_file=mqtt.tls.key_file,
-                insecure=mqtt.tls.insecure,
-            )
-            if mqtt.tls.enabled
-            else None,
+            tls=tls_options(mqtt),
             session_expiry_s=mqtt.session_expiry_s,
             reconnect_min_s=mqtt.reconnect_min_s,
             reconnect_max_s=mqtt.reconnect_max_s,
@@ -247,7 +242,12 @@ def assemble(
         agent=agent,
         queue_depth=lambda: worker.depth,
         outbox_size=lambda: transport.outbox_size,
-        backlog_counters=lambda: {"merged_total": worker.merged, "dropped_total": worker.dropped},
+        backlog_counters=lambda: {
+            "merged_total": worker.merged,
+            "dropped_total": worker.dropped,
+            "ask_errors_total": agent.ask_errors_total,
+            "stream_dropped_offline_total": transport.qos0_dropped_total,
+        },
         alert_counters=lambda: agent.alert_counters,
         backend=_backend_health(generator),
     )
@@ -313,10 +313,18 @@ async def run(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    # What the config points at (model files, TLS files, password, outbox) is checked
+    # before the model loads: a typo then costs a second, and is one line, not a traceback.
+    problems = [*model_problems(settings.model), *startup_problems(settings.mqtt)]
+    if problems:
+        raise StartupError("; ".join(problems))
     # The model loads before we connect, so 'online' means ready to answer.
     generator, constraint = await asyncio.to_thread(load, settings)
     log.info("model_loaded", model=generator.model_id)
-    svc = assemble(settings, generator, clock, constraint)
+    try:
+        svc = assemble(settings, generator, clock, constraint)
+    except TransportError as exc:
+        raise StartupError(str(exc)) from exc
     with results_context(
         svc.metrics.observe if svc.metrics else None,
         model=generator.model_id,

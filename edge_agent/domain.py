@@ -352,6 +352,12 @@ class AskRequest:
         expires = None if expiry_s is None else now + expiry_s
         return cls(text[:1000], reply_to, ident, correlation_data, expires)
 
+    def error_payload(self, error: str) -> bytes:
+        """The reply when no answer comes: ``busy`` (dropped from a full backlog),
+        ``expired`` (its message expiry passed) or ``internal_error``; ``id`` echoed."""
+        doc = {"schema_version": SCHEMA_VERSION, "id": self.id, "error": error}
+        return json.dumps(doc, ensure_ascii=False).encode()
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:

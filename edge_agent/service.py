@@ -146,6 +146,8 @@ class Agent:
         self.events_total = 0
         self.deadletters_total = 0
         self.asks_total = 0
+        self.ask_errors_total = 0
+        """Asks answered with an error payload (busy, expired, internal_error)."""
 
     @property
     def alert_counters(self) -> dict[str, int]:
@@ -393,10 +395,32 @@ class Agent:
             self._dead_letter(message, "bad_question", str(exc), now)
             return
         self.asks_total += 1
-        self._spawn(self.answer(request), f"ask:{self.asks_total}")
+        self._spawn(self._answer_or_error(request), f"ask:{self.asks_total}")
+
+    async def _answer_or_error(self, request: AskRequest) -> Answer | None:
+        """:meth:`answer`, and an ``internal_error`` reply if it fails (then raised on)."""
+        try:
+            return await self.answer(request)
+        except Exception:
+            self._reply_error(request, "internal_error")
+            raise
+
+    def _reply_error(self, request: AskRequest, error: str) -> None:
+        """The one reply of an ask that gets no answer: ``{"id", "error"}``."""
+        self.ask_errors_total += 1
+        log.info("ask_error_replied", id=request.id, reply_to=request.reply_to, error=error)
+        self._transport.publish(
+            request.reply_to,
+            request.error_payload(error),
+            correlation_data=request.correlation_data,
+        )
 
     async def answer(self, request: AskRequest) -> Answer | None:
-        """Answer from the current facts and publish to the asker's reply topic."""
+        """Answer from the current facts and publish to the asker's reply topic.
+
+        Every request gets exactly one reply: the answer, or an error payload, ``busy``
+        when a full backlog dropped it, ``expired`` when its message expiry passed first.
+        """
         now = self._clock()
         style = self._narrator.generator.prompt_format
 
@@ -412,6 +436,7 @@ class Agent:
         facts, prompt = self._narrator.fit(narratable(self._store.facts(now)), build, answer=True)
         if request.expires_at is not None and self._clock() > request.expires_at:
             log.info("ask_expired", id=request.id, reply_to=request.reply_to)
+            self._reply_error(request, "expired")
             return None
         narration = await self._narrator.narrate(
             f"ask:{id(request)}",
@@ -421,10 +446,12 @@ class Agent:
             extra_numbers=[v for v, _ in numbers_in(request.question)],
             known_names=self._names,
         )
-        if narration is None:
+        if narration is None:  # dropped from a full backlog
+            self._reply_error(request, "busy")
             return None
         if request.expires_at is not None and self._clock() > request.expires_at:
             log.info("ask_expired", id=request.id, reply_to=request.reply_to, after="generation")
+            self._reply_error(request, "expired")
             return None
         answer = Answer(
             request,

@@ -96,6 +96,65 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     assert "skipped (--root): systemctl restart edge-agent.service" in out
 
 
+def test_the_mosquitto_drop_in_is_planned_where_mosquitto_lives(tmp_path: Path) -> None:
+    root = new_root(tmp_path)
+    wheel = tmp_path / "edge_agent-9.9.9-py3-none-any.whl"
+    wheel.touch()
+    dest = root / "etc" / "mosquitto" / "conf.d" / "edge-agent.conf"
+    # No Mosquitto here: nothing planned, a pointer to the docs instead.
+    result = install("--dry-run", "--root", str(root), "--wheel", str(wheel))
+    assert result.returncode == 0, result.stderr
+    assert "see docs/delivery.md" in result.stdout
+    assert str(dest) not in result.stdout
+
+    dest.parent.mkdir(parents=True)
+    result = install("--dry-run", "--root", str(root), "--wheel", str(wheel))
+    assert result.returncode == 0, result.stderr
+    assert f"install -m 0644 {REPO}/deploy/mosquitto/edge-agent.conf {dest}" in result.stdout
+    assert "skipped (--root): systemctl reload mosquitto.service" in result.stdout
+    assert not dest.exists()  # a dry run
+
+    skipped = install(
+        "--dry-run", "--root", str(root), "--wheel", str(wheel), "--no-mosquitto-conf"
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    assert "left alone (--no-mosquitto-conf)" in skipped.stdout
+    assert "mosquitto/edge-agent.conf" not in skipped.stdout
+    assert "reload mosquitto" not in skipped.stdout
+
+
+def test_a_running_mosquitto_is_reloaded_after_the_drop_in(tmp_path: Path) -> None:
+    root = new_root(tmp_path)
+    (root / "etc" / "mosquitto" / "conf.d").mkdir(parents=True)
+    wheel = tmp_path / "edge_agent-9.9.9-py3-none-any.whl"
+    wheel.touch()
+    log, health = tmp_path / "systemctl.log", tmp_path / "health"
+    fake = tmp_path / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL.format(log=log, health=health))
+    fake.chmod(0o755)
+    health.write_text("0")  # is-active: yes
+    result = install(
+        "--dry-run", "--root", str(root), "--wheel", str(wheel),
+        env={"EDGE_AGENT_SYSTEMCTL": str(fake)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"+ {fake} reload mosquitto.service" in result.stdout
+    assert "is-active --quiet mosquitto.service" in log.read_text()
+
+
+def test_the_mosquitto_drop_in_loads_in_mosquitto(tmp_path: Path) -> None:
+    """The shipped file is valid Mosquitto configuration (the broker refuses bad lines)."""
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    shutil.copy(REPO / "deploy" / "mosquitto" / "edge-agent.conf", conf_d)
+    broker = Broker(tmp_path, extra_config=f"include_dir {conf_d}\n")
+    broker.start()
+    broker.stop()
+    log = (tmp_path / "mosquitto.stderr").read_text() + (tmp_path / "mosquitto.log").read_text()
+    assert f"Loading config file {conf_d}/edge-agent.conf" in log
+    assert "Error" not in log, log
+
+
 def test_jetson_with_python_310_gets_python_311_from_uv(tmp_path: Path) -> None:
     root = new_root(tmp_path)
     (root / "etc" / "nv_tegra_release").write_text(
@@ -130,11 +189,15 @@ def test_jetson_with_python_310_gets_python_311_from_uv(tmp_path: Path) -> None:
 @pytest.mark.slow  # builds a venv with every dependency (~25 s)
 def test_install_into_a_root_then_again_changes_nothing(tmp_path: Path, wheels) -> None:
     root = new_root(tmp_path)
+    (root / "etc" / "mosquitto" / "conf.d").mkdir(parents=True)
     model = tmp_path / "tiny"
     model.mkdir()
     (model / "manifest.json").write_text('{"files": {}}')
     first = install("--root", str(root), "--wheel", str(wheels["1.0.0"]), "--model", str(model))
     assert first.returncode == 0, first.stdout + first.stderr
+    drop_in = root / "etc" / "mosquitto" / "conf.d" / "edge-agent.conf"
+    assert drop_in.read_text() == (REPO / "deploy" / "mosquitto" / "edge-agent.conf").read_text()
+    assert drop_in.stat().st_mode & 0o777 == 0o644
 
     prefix = root / "opt" / "edge-agent"
     assert os.readlink(prefix / "current") == "venv-1.0.0"
@@ -171,11 +234,13 @@ def test_install_into_a_root_then_again_changes_nothing(tmp_path: Path, wheels) 
     assert "venv: building" not in second.stdout
     assert "left as it is" in second.stdout
     assert "is up to date" in second.stdout
+    assert f"mosquitto: {drop_in} is up to date" in second.stdout
     assert 'node_id = "pi-1"' in config.read_text()
     assert (units / "edge-agent.service.d" / "mqtt-password.conf").is_file()
 
     removed = install("--root", str(root), "--uninstall")
     assert removed.returncode == 0, removed.stderr
+    assert not drop_in.exists()
     assert not prefix.exists()
     assert not (units / "edge-agent.service").exists()
     assert not wants.exists()
@@ -260,8 +325,9 @@ def test_upgrade_waits_for_online_and_rolls_back_when_it_never_comes(
 
 
 def test_example_config_passes_config_check() -> None:
+    # --schema-only: the example's model folder and outbox are the device's, not ours.
     result = subprocess.run(
-        [sys.executable, "-m", "edge_agent", "config", "check", "-c",
+        [sys.executable, "-m", "edge_agent", "config", "check", "--schema-only", "-c",
          str(REPO / "deploy" / "config.example.toml")],
         capture_output=True,
         text=True,

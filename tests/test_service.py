@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -220,7 +221,7 @@ def test_a_threshold_anomaly_is_published_and_rate_limited() -> None:
     assert summaries[0]["severity"] == "alert"
 
 
-def test_an_expired_question_is_dropped_not_answered() -> None:
+def test_an_expired_question_gets_an_expired_error_not_an_answer() -> None:
     transport = MemoryTransport()
     now = [1000.0]
     gen = ScriptedGenerator("late", "on time")
@@ -246,10 +247,14 @@ def test_an_expired_question_is_dropped_not_answered() -> None:
         task.cancel()
 
     asyncio.run(scenario())
-    answers = transport.published
-    assert [(t, json.loads(p)["id"], kw["expiry_s"]) for t, p, kw in answers] == [
-        ("t/answer", "3", 60)
+    replies = [(t, json.loads(p), kw.get("expiry_s")) for t, p, kw in transport.published]
+    # The expired question gets its one reply, an error, and no generation ran for it.
+    assert [(t, doc["id"], doc.get("error"), expiry) for t, doc, expiry in replies] == [
+        ("t/answer", None, "expired", None),
+        ("t/answer", "3", None, 60),
     ]
+    assert replies[0][1] == {"schema_version": 1, "id": None, "error": "expired"}
+    assert agent.ask_errors_total == 1
 
 
 @pytest.mark.parametrize(
@@ -269,3 +274,48 @@ def test_a_reading_written_with_another_metrics_unit_gives_a_fallback() -> None:
     _summarise(agent, worker, [{"temperature": 4.5, "humidity": 61}], store)
     (summary,) = transport.on("t/summary")
     assert summary["fallback_reason"] == "grounding: no reading in °C is 61"
+
+
+class GatedGenerator(ScriptedGenerator):
+    """Holds each generation until the test opens the gate."""
+
+    def __init__(self, *texts: str) -> None:
+        super().__init__(*texts)
+        self.gate = threading.Event()
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        self.gate.wait(timeout=10)
+        return super().generate(request)
+
+
+def test_an_ask_dropped_from_a_full_backlog_gets_a_busy_reply() -> None:
+    """Every ask gets one reply: the one that waited longest is told it was dropped."""
+    transport = MemoryTransport()
+    gen = GatedGenerator("first.", "second.", "third.")
+    worker = InferenceWorker(gen, max_backlog=1)
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0))
+    config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
+    agent = Agent(transport, narrator, (), config, WindowStore(600), AnomalyDetector(), lambda: 0.0)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        for n, reply in ((1, "r/1"), (2, "r/2"), (3, "r/3")):
+            payload = json.dumps({"id": n, "q": f"question {n}?", "reply_to": reply})
+            agent.handle(Message("t/ask", payload.encode(), correlation_data=b"c%d" % n))
+            await asyncio.sleep(0.05)  # ask 1 runs; 2 waits; 3 pushes 2 out
+        gen.gate.set()
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(transport.published) < 3:
+            assert asyncio.get_running_loop().time() < deadline, transport.published
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(scenario())
+    replies = {t: (json.loads(p), kw) for t, p, kw in transport.published}
+    assert sorted(replies) == ["r/1", "r/2", "r/3"]
+    busy, kw = replies["r/2"]
+    assert busy == {"schema_version": 1, "id": "2", "error": "busy"}
+    assert kw["correlation_data"] == b"c2"
+    assert replies["r/1"][0]["answer"] == "first."
+    assert replies["r/3"][0]["answer"] == "second."
+    assert agent.ask_errors_total == 1

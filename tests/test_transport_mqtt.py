@@ -294,10 +294,13 @@ class MaxJitter(random.Random):
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
-    fixed = [backoff_delay(n, 0.5, 4.0, MaxJitter()) for n in range(6)]
-    assert fixed == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    fixed = [backoff_delay(n, 0.5, 4.0, MaxJitter()) for n in range(7)]
+    assert fixed == [0.5, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    # The first attempt comes within 0.5 s whatever the base: a broker restart is short.
+    assert backoff_delay(0, 5.0, 60.0, MaxJitter()) == 0.5
+    assert all(0 <= backoff_delay(0, 5.0, 60.0, random.Random(n)) <= 0.5 for n in range(50))
     rng = random.Random(7)
-    jittered = [backoff_delay(3, 0.5, 4.0, rng) for _ in range(50)]
+    jittered = [backoff_delay(4, 0.5, 4.0, rng) for _ in range(50)]
     assert all(2.0 <= d <= 4.0 for d in jittered)
     assert len(set(jittered)) > 40  # a fleet does not come back in lock-step
 
@@ -321,7 +324,7 @@ def test_broker_restart_keeps_the_session_and_flushes_the_outbox_in_order(
     own_broker: LocalMosquitto, tmp_path: Path, protocol: Protocol
 ) -> None:
     host, port = own_broker.host, own_broker.port
-    opt = options(host, port, tmp_path, protocol=protocol, reconnect_min_s=0.5, reconnect_max_s=2)
+    opt = options(host, port, tmp_path, protocol=protocol, reconnect_min_s=1.0, reconnect_max_s=2)
     node = opt.client_id.removeprefix("ea-")
     watcher = Client(host, port, client_id=f"watch-{node}")
     watcher.subscribe(f"out/{node}/#")

@@ -42,11 +42,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.demo.broker import LocalMosquitto
 from edge_agent.facts import WindowStore
 from edge_agent.ingest import Payload, build_source
+from edge_agent.transport.client_factory import ClientOptions, new_client
 from edge_agent.transport.mqtt import MqttOptions, MqttTransport
 
 _WINDOW = 1_000  # publishes the load generator leaves unacknowledged by the broker
@@ -337,10 +337,9 @@ def _peer(port: int, total: int, rate: float, workdir: Path) -> ConsumerResult:
     node = uuid.uuid4().hex[:6]
     topic = f"zigbee2mqtt/bench-{node}"
     inbox: queue.Queue[bytes] = queue.Queue()
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"peer-{node}",
-        protocol=paho.MQTTv5,
+    # From the one factory, but without paho's logger hook: the peer stays plain paho.
+    client = new_client(
+        ClientOptions("127.0.0.1", port, f"peer-{node}", protocol="5"), paho.Client, logs=False
     )
     client.on_message = lambda _c, _u, m: inbox.put(bytes(m.payload))
     subscribed = threading.Event()

@@ -7,15 +7,16 @@ import json
 import sys
 
 from edge_agent.cli.options import add_config_option
+from edge_agent.connection import client_options
 from edge_agent.errors import ConfigError, TransportError
 from edge_agent.ha.discovery import (
     discovery_messages,
     discovery_topics,
     retained_state_topics,
 )
-from edge_agent.ha.remove import BrokerLogin, clear_retained
+from edge_agent.ha.remove import RemovalPlan, remove_node
 from edge_agent.ha.wiring import build_node
-from edge_agent.settings import Settings, load_settings, read_password
+from edge_agent.settings import Settings, load_settings
 
 PRINT_EPILOG = """\
 examples:
@@ -30,9 +31,11 @@ REMOVE_EPILOG = """\
 examples:
   systemctl stop edge-agent && edge-agent ha remove -c /etc/edge-agent/config.toml
 
-Publishes empty retained messages on every discovery topic of both layouts and on our
-retained state topics (summary, area summaries, status, availability), plus any other
-retained message found under them, so Home Assistant deletes the device. Stop the
+Publishes empty retained messages on every discovery topic of both layouts, waits
+(--settle-s) for Home Assistant to delete the device, then clears our retained state
+topics (summary, area summaries, status, availability) and any other retained message
+found under them: Home Assistant logs no template or discovery errors. TLS and the login
+come from the config, as for `run`. Stop the
 service first (or set homeassistant.enabled = false): a running agent publishes its
 discovery again at start and whenever Home Assistant restarts.
 
@@ -74,6 +77,14 @@ def add_ha_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how long to collect other retained messages under our topics (default: 1)",
     )
+    remove.add_argument(
+        "--settle-s",
+        type=float,
+        default=1.5,
+        metavar="SECONDS",
+        help="wait after removing the discovery before clearing the state topics, so Home "
+        "Assistant has deleted the entities that read them (default: 1.5)",
+    )
     remove.set_defaults(handler=_remove)
 
 
@@ -105,24 +116,23 @@ def _remove(args: argparse.Namespace) -> int:
     s = settings
     node = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
     prefix = node.discovery_prefix
-    login = BrokerLogin(
-        host=s.mqtt.host,
-        port=s.mqtt.port,
-        client_id=f"{s.mqtt.effective_client_id}-ha-remove",
-        username=s.mqtt.username,
-        password=read_password(s.mqtt),
+    plan = RemovalPlan(
+        device_discovery=node.device_config_topic,
+        entity_discovery=tuple(t for t in discovery_topics(node) if t != node.device_config_topic),
+        states=retained_state_topics(node),
+        sweep=(
+            node.device_config_topic,
+            f"{prefix}/+/{node.node_id}/+/config",
+            node.topic("#"),
+        ),
+        discovery_prefix=prefix,
     )
     try:
-        result = clear_retained(
-            login,
-            (*discovery_topics(node), *retained_state_topics(node)),
-            sweep=(
-                node.device_config_topic,
-                f"{prefix}/+/{node.node_id}/+/config",
-                node.topic("#"),
-            ),
-            sweep_s=args.sweep_s,
-        )
+        opt = client_options(s.mqtt, client_id_suffix="ha-remove")
+        result = remove_node(opt, plan, sweep_s=args.sweep_s, settle_s=args.settle_s)
+    except ConfigError as exc:
+        print(f"edge-agent: {exc}", file=sys.stderr)
+        return 1
     except TransportError as exc:
         print(f"edge-agent: {exc}; check mqtt.host, mqtt.port and the login", file=sys.stderr)
         return 1

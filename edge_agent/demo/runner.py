@@ -16,15 +16,20 @@ from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import app
 from edge_agent.demo.broker import LocalMosquitto
 from edge_agent.demo.embedded import EmbeddedBroker
 from edge_agent.demo.simulate import AREAS, DEVICE_AREAS, simulate_day
 from edge_agent.demo.state import LINE_KINDS, decode, hhmm
-from edge_agent.errors import StartupError
+from edge_agent.errors import StartupError, TransportError
 from edge_agent.settings import Settings
+from edge_agent.transport.client_factory import (
+    ClientOptions,
+    close,
+    connect,
+    new_client,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -117,18 +122,16 @@ class DemoClient:
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._loop = loop
         self._subscribed: asyncio.Future[None] = loop.create_future()
-        self._client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id="edge-agent-demo-viewer",
-            protocol=paho.MQTTv311,  # the one version every broker here speaks
-        )
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
+        # 3.1.1: the one version every broker here speaks (amqtt has no MQTT 5).
+        opt = ClientOptions(host, port, "edge-agent-demo-viewer", protocol="3.1.1", keepalive_s=60)
         try:
-            self._client.connect(host, port)
-        except OSError as exc:
-            raise StartupError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
+            self._client = new_client(opt, paho.Client)
+            self._client.on_connect = self._on_connect
+            self._client.on_subscribe = self._on_subscribe
+            self._client.on_message = self._on_message
+            connect(self._client, opt)
+        except TransportError as exc:
+            raise StartupError(str(exc)) from exc
         self._client.loop_start()
 
     async def subscribed(self, timeout_s: float = 10.0) -> None:
@@ -160,8 +163,7 @@ class DemoClient:
 
     def close(self) -> None:
         """Disconnect and stop paho's network thread."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        close(self._client)
 
 
 @contextmanager

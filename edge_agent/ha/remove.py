@@ -1,110 +1,119 @@
-"""Clear retained topics with a short-lived paho client (``edge-agent ha remove``).
+"""Take a node out of Home Assistant with a short-lived client (``edge-agent ha remove``).
 
-An empty retained publish deletes a retained message; for a discovery topic it also
-tells Home Assistant to delete the entity (or, on the device topic, the whole device).
+An empty retained publish deletes a retained message; on a discovery topic it also tells
+Home Assistant to delete the entity (or, on the device topic, the whole device). The
+order matters, and it is fixed here, not left to topic sort order:
+
+1. the device discovery topic: Home Assistant removes the device and all its entities;
+2. after ``settle_s``, every per-entity discovery topic (the older layout). Emptied while
+   the device still owned those entities they would be "conflicting MQTT discovery";
+3. after ``settle_s`` again, our retained state topics. Emptied while the entities
+   still exist, every template reading them logs "'value_json' is undefined" or
+   "Erroneous JSON".
+
+A wait is skipped when its phase found nothing retained to take away.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import TransportError
+from edge_agent.transport.client_factory import (
+    ClientOptions,
+    close,
+    connect_and_wait,
+    new_client,
+)
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerLogin:
-    """Where the broker is and how to log in: plain values from the mqtt settings."""
+class RemovalPlan:
+    """The topics of one node, by phase, and the filters that find stray retained ones."""
 
-    host: str
-    port: int
-    client_id: str
-    username: str | None = None
-    password: str | None = None
-    timeout_s: float = 10.0
+    device_discovery: str
+    entity_discovery: tuple[str, ...]
+    states: tuple[str, ...]
+    sweep: tuple[str, ...] = ()
+    """Filters subscribed first: retained messages they deliver are cleared too, in the
+    phase their topic belongs to (see :meth:`phase_of`)."""
+    discovery_prefix: str = "homeassistant"
+
+    def phase_of(self, topic: str) -> int:
+        """0 device discovery, 1 per-entity discovery, 2 state."""
+        if topic == self.device_discovery:
+            return 0
+        if topic.startswith(f"{self.discovery_prefix}/") and topic.endswith("/config"):
+            return 1
+        return 2
 
 
 @dataclass(frozen=True, slots=True)
 class ClearResult:
-    """What :func:`clear_retained` did."""
+    """What :func:`remove_node` did."""
 
     cleared: tuple[str, ...]
-    """Every topic an empty retained message was published on, sorted."""
+    """Every topic an empty retained message was published on, in publish order."""
     found: dict[str, bytes]
     """Retained messages seen during the sweep, by topic."""
 
 
-def clear_retained(
-    login: BrokerLogin,
-    topics: Iterable[str],
-    sweep: Iterable[str] = (),
-    sweep_s: float = 1.0,
+def remove_node(
+    opt: ClientOptions, plan: RemovalPlan, *, sweep_s: float = 1.0, settle_s: float = 1.5
 ) -> ClearResult:
-    """Publish empty retained messages on ``topics`` and on every retained topic found.
+    """Clear ``plan``'s topics phase by phase, waiting ``settle_s`` between phases.
 
-    ``sweep`` are topic filters subscribed for ``sweep_s`` seconds first: retained
-    messages they deliver (e.g. the summary of an area no longer configured) are cleared
-    too. Raises :class:`TransportError` when the broker cannot be reached or refuses us.
+    Raises :class:`TransportError` when the broker cannot be reached, refuses us or does
+    not acknowledge a publish.
     """
     found: dict[str, bytes] = {}
     lock = threading.Lock()  # on_message runs on paho's thread
-    connected, subscribed = threading.Event(), threading.Event()
-    refused: list[str] = []
-    client = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=login.client_id,
-        protocol=paho.MQTTv311,
-    )
-    if login.username is not None:
-        client.username_pw_set(login.username, login.password)
-
-    def on_connect(_c: paho.Client, _u: object, _f: object, rc: object, _p: object) -> None:
-        if getattr(rc, "is_failure", False):
-            refused.append(str(rc))
-        connected.set()
+    subscribed = threading.Event()
+    client = new_client(opt, paho.Client)
 
     def on_message(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         if msg.retain and msg.payload:
             with lock:
                 found[msg.topic] = bytes(msg.payload)
 
-    client.on_connect = on_connect
     client.on_message = on_message
     client.on_subscribe = lambda *_args: subscribed.set()
+    connect_and_wait(client, opt)
     try:
-        client.connect(login.host, login.port, keepalive=30)
-    except OSError as exc:
-        raise TransportError(
-            f"cannot reach the MQTT broker at {login.host}:{login.port}: {exc.strerror or exc}"
-        ) from exc
-    client.loop_start()
-    try:
-        if not connected.wait(login.timeout_s):
-            raise TransportError(f"the broker at {login.host}:{login.port} did not answer")
-        if refused:
-            raise TransportError(f"the broker refused the connection: {refused[0]}")
-        filters = list(sweep)
-        if filters:
-            client.subscribe([(f, 1) for f in filters])
-            if not subscribed.wait(login.timeout_s):
+        if plan.sweep:
+            client.subscribe([(f, 1) for f in plan.sweep])
+            if not subscribed.wait(opt.connect_timeout_s):
                 raise TransportError("the broker did not acknowledge the subscription")
             time.sleep(sweep_s)  # retained messages follow the SUBACK
-            client.unsubscribe(filters)
+            client.unsubscribe(list(plan.sweep))
         with lock:
             swept = dict(found)
-        cleared = sorted({*topics, *swept})
-        infos = [client.publish(t, b"", qos=1, retain=True) for t in cleared]
-        deadline = time.monotonic() + login.timeout_s
-        for info in infos:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            if not info.is_published():
-                raise TransportError("the broker did not acknowledge every publish in time")
+        phases = [[plan.device_discovery], sorted(plan.entity_discovery), list(plan.states)]
+        for topic in sorted(swept):
+            if all(topic not in phase for phase in phases):
+                phases[plan.phase_of(topic)].append(topic)
+        cleared: list[str] = []
+        for n, topics in enumerate(phases):
+            _publish_empty(client, topics, opt.connect_timeout_s)
+            cleared += topics
+            # Home Assistant handles discovery asynchronously: give it time to finish
+            # removing what this phase took away before the next one.
+            if n < len(phases) - 1 and any(t in swept for t in topics):
+                time.sleep(settle_s)
         return ClearResult(tuple(cleared), swept)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        close(client)
+
+
+def _publish_empty(client: paho.Client, topics: list[str], timeout_s: float) -> None:
+    """Empty retained messages on ``topics``, in order, each acknowledged (QoS 1)."""
+    infos = [client.publish(t, b"", qos=1, retain=True) for t in topics]
+    deadline = time.monotonic() + timeout_s
+    for info in infos:
+        info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        if not info.is_published():
+            raise TransportError("the broker did not acknowledge every publish in time")

@@ -63,6 +63,9 @@ class GenerationRequest:
     json_schema: Mapping[str, Any] | None = field(default=None, compare=False)
     """The JSON schema the output must match, for generators that constrain on a server
     (``response_format``) rather than through ``logits_processor``; others ignore it."""
+    cancelled: Callable[[], bool] | None = field(default=None, compare=False)
+    """Polled between tokens; once it returns True the generation ends early with
+    stop_reason ``cancelled`` (the service is shutting down)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,7 @@ class Generation:
     prompt_tokens: int
     new_tokens: int
     stop_reason: str
-    """One of ``eos``, ``stop``, ``max_new_tokens``, ``deadline``."""
+    """One of ``eos``, ``stop``, ``max_new_tokens``, ``deadline``, ``cancelled``."""
     latency_s: float
 
 

@@ -242,6 +242,9 @@ class OnnxGenerator:
             if request.deadline_s is not None and time.monotonic() - started >= request.deadline_s:
                 reason = "deadline"
                 break
+            if request.cancelled is not None and request.cancelled():
+                reason = "cancelled"
+                break
             step = [token]
         if reason != "stop":
             scanner.finish(text)

@@ -77,10 +77,16 @@ class MqttSettings(Section):
         "1/2 messages) while we are away; 3.1.1 sessions last until the broker drops them.",
     )
     reconnect_min_s: float = Field(
-        1.0, gt=0, description="First reconnect delay; it doubles per failed attempt."
+        0.5,
+        gt=0,
+        description="Reconnect delay after the first failed attempt (the first attempt comes "
+        "within 0.5 s of a lost connection); it doubles per failed attempt.",
     )
     reconnect_max_s: float = Field(
-        60.0, gt=0, description="Cap of the reconnect delay (each delay gets 50-100% jitter)."
+        5.0,
+        gt=0,
+        description="Cap of the reconnect delay (each delay gets 50-100% jitter): also the "
+        "longest the agent may stay away after the broker is back.",
     )
     outbox_path: Path = Field(
         Path("/var/lib/edge-agent/outbox.sqlite"),

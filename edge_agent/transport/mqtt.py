@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.domain import OFFLINE, ONLINE
 from edge_agent.errors import TransportError
 from edge_agent.transport.base import Message
+from edge_agent.transport.client_factory import closed_before_connack
 from edge_agent.transport.options import MqttOptions, TlsOptions, backoff_delay
 from edge_agent.transport.outbox import Outbox, OutboxEntry
 from edge_agent.transport.paho_client import make_client, open_connection
@@ -81,6 +82,11 @@ class MqttTransport:
     def outbox_dropped_total(self) -> int:
         """Publishes dropped unsent: outbox full (oldest first) or older than max age."""
         return self._outbox.dropped_total if self._outbox is not None else 0
+
+    @property
+    def qos0_dropped_total(self) -> int:
+        """QoS 0 publishes (stream pieces) dropped while the broker was away."""
+        return self._sender.qos0_dropped_total if self._sender is not None else 0
 
     @property
     def connected(self) -> bool:
@@ -211,7 +217,8 @@ class MqttTransport:
             ) from exc
 
     async def _supervise(self) -> None:
-        """Reconnect after a loss: delays min(cap, base·2^n) × jitter, each attempt logged."""
+        """Reconnect after a loss: the first attempt at once (within 0.5 s), then
+        min(cap, base·2^n) × jitter (:func:`backoff_delay`), each attempt logged."""
         opt = self._opt
         while not self._stopping:
             await self._lost.wait()
@@ -331,7 +338,11 @@ class MqttTransport:
             return
         if was_connected:
             log.warning("mqtt_disconnected", reason=str(rc))
-        self._settle(TransportError(f"the broker closed the connection: {rc}"))
+            error = TransportError(f"the broker closed the connection: {rc}")
+        else:
+            where = f"{self._opt.host}:{self._opt.port}"
+            error = TransportError(closed_before_connack(where, rc, tls=self._opt.tls is not None))
+        self._settle(error)
         self._lost.set()
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:

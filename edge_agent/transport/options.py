@@ -42,8 +42,8 @@ class MqttOptions:
     protocol: Protocol = "5"
     tls: TlsOptions | None = None
     session_expiry_s: int = 86_400
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 5.0
     outbox_path: Path | str = ":memory:"
     """SQLite file of the outbox; ':memory:' keeps it only for this process."""
     outbox_max_messages: int = 10_000
@@ -51,29 +51,63 @@ class MqttOptions:
     inbound_queue_max: int = 1_000
 
 
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Seconds before reconnect ``attempt`` (0-based): min(cap, base·2^n) × jitter.
+FIRST_RECONNECT_MAX_S = 0.5
+"""The first reconnect attempt after a lost connection comes within this many seconds."""
 
-    The jitter factor is uniform in [0.5, 1.0] so a fleet that lost the same broker
-    does not come back in lock-step, and the cap is never exceeded.
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Seconds before reconnect ``attempt`` (0-based) after a lost connection.
+
+    Attempt 0 comes at once, within ``FIRST_RECONNECT_MAX_S`` (uniform from 0): a broker
+    restart takes well under a second, and sensors reconnect that fast too, so waiting
+    longer only widens the gap. Attempt n >= 1 waits min(cap, base·2^(n-1)) × jitter, the
+    jitter uniform in [0.5, 1.0], so a fleet that lost the same broker does not come back
+    in lock-step; the cap is never exceeded.
     """
-    return min(cap_s, base_s * 2.0 ** min(attempt, 32)) * rng.uniform(0.5, 1.0)
+    if attempt <= 0:
+        return rng.uniform(0.0, min(FIRST_RECONNECT_MAX_S, base_s, cap_s))
+    return min(cap_s, base_s * 2.0 ** min(attempt - 1, 32)) * rng.uniform(0.5, 1.0)
+
+
+def _tls_problem(setting: str, path: Path | None, exc: Exception) -> TransportError:
+    if isinstance(exc, FileNotFoundError):
+        why = "does not exist"
+    elif isinstance(exc, PermissionError):
+        why = "cannot be read (permission denied)"
+    elif isinstance(exc, ssl.SSLError):
+        why = f"is not a valid PEM file ({exc.reason or exc})"
+    else:
+        why = f"cannot be loaded ({getattr(exc, 'strerror', None) or exc})"
+    return TransportError(f"mqtt.tls.{setting} {path} {why}")
 
 
 def tls_context(tls: TlsOptions) -> ssl.SSLContext:
-    """A client context: chain verified, TLS 1.2 or newer (host name: see ``insecure``)."""
+    """A client context: chain verified, TLS 1.2 or newer (host name: see ``insecure``).
+
+    Raises :class:`TransportError` with one line naming the setting and file at fault.
+    """
     try:
+        # With a ca_file only that CA is trusted, not the system store as well.
         ctx = ssl.create_default_context(
             cafile=str(tls.ca_file) if tls.ca_file is not None else None
         )
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if tls.cert_file is not None:
+    except (OSError, ssl.SSLError) as exc:
+        raise _tls_problem("ca_file", tls.ca_file, exc) from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file is not None:
+        for setting, path in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+            if path is not None:
+                try:
+                    path.read_bytes()
+                except OSError as exc:
+                    raise _tls_problem(setting, path, exc) from exc
+        try:
             ctx.load_cert_chain(
                 str(tls.cert_file), str(tls.key_file) if tls.key_file is not None else None
             )
-    except (OSError, ssl.SSLError) as exc:
-        raise TransportError(
-            f"cannot load the MQTT TLS files (ca_file={tls.ca_file}, cert_file="
-            f"{tls.cert_file}, key_file={tls.key_file}): {exc}; check mqtt.tls"
-        ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(
+                f"mqtt.tls.cert_file {tls.cert_file} and key_file {tls.key_file} do not load "
+                f"as a PEM certificate and its private key ({getattr(exc, 'reason', None) or exc})"
+            ) from exc
     return ctx

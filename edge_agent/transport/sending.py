@@ -1,6 +1,7 @@
 """Outgoing publishes in order: straight to paho while the broker is there, else the disk outbox.
 
-A publish made while the broker is away waits in the :class:`Outbox`. After a reconnect
+A QoS 1/2 publish made while the broker is away waits in the :class:`Outbox`; a QoS 0
+one is dropped and counted. After a reconnect
 the outbox is sent first, in order, and only then do new publishes go straight to paho
 again, so nothing overtakes an older message. A row leaves the outbox only when the
 broker has confirmed it (PUBACK), in batches, because every delete is an fsync.
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 _FLUSH_BATCH = 200
 _DELETE_DELAY_S = 0.2  # confirmed outbox rows are deleted in batches (one fsync each)
+_QOS0_LOG_EVERY = 100  # a stream during an outage is many pieces: one log line per 100
 
 
 class OutboxSender:
@@ -45,10 +47,26 @@ class OutboxSender:
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox row id
         self._confirmed: list[int] = []
         self._last_handed = 0  # highest outbox row given to paho in this process
+        self.qos0_dropped_total = 0
+        """QoS 0 publishes dropped while the broker was away (never stored)."""
 
     def send(self, entry: OutboxEntry) -> None:
-        """Publish now if the broker is there and nothing older waits; else store it."""
+        """Publish now if the broker is there and nothing older waits; else store it.
+
+        QoS 0 is never stored: it promises nothing (``summary/stream`` pieces, which
+        expire in a minute anyway), and outbox rows are capacity for messages that do.
+        While the broker is away such a publish is dropped and counted.
+        """
         if not self.up:
+            if entry.qos == 0:
+                self.qos0_dropped_total += 1
+                if self.qos0_dropped_total % _QOS0_LOG_EVERY == 1:
+                    log.info(
+                        "qos0_publish_dropped_offline",
+                        topic=entry.topic,
+                        dropped_total=self.qos0_dropped_total,
+                    )
+                return
             self._outbox.append(entry)
             return
         info = self._publish(entry, entry.expiry_s)
