@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from edge_agent.actions.template import render
 from edge_agent.errors import ConfigError
 from edge_agent.settings import ActionSpec, ActionsSettings, FloatParam, load_settings
+from edge_agent.templates import render
 
 
 def light(**over: Any) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from edge_agent.actions.vocab import TokenArrays
 from edge_agent.errors import GenerationError
 
 Ints = npt.NDArray[np.signedinteger[Any]]
+_REASON_KEY = b'"reason"'
+_FORCED_SCAN_BYTES = 4096  # a proposal's head is far shorter; the reason is not checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,11 @@ class ConstrainedProcessor:
         self.used = 0
         """Counted free-text bytes written so far."""
         self._seen = 0
+        self._text = bytearray()
+        self.forced = False
+        """The grammar overrode the model's own first choice before ``"reason"``: an
+        action, device or value the model did not pick (a 35 °C request written as
+        24.0, say). Such a proposal is never performed without approval."""
 
     @property
     def complete(self) -> bool:
@@ -205,6 +212,10 @@ class ConstrainedProcessor:
             raise GenerationError(f"token {token} breaks the constrained grammar")
         self.used += int(mask.counts[i])
         self.state = int(mask.next_state[i])
+        if len(self._text) < _FORCED_SCAN_BYTES:
+            t = self._c.tokens
+            start = int(t.offsets[token])
+            self._text += t.flat[start : start + int(t.lengths[token])].tobytes()
 
     def allowed(self, generated: Sequence[int]) -> npt.NDArray[np.int32]:
         """Ids allowed next, after following ``generated``."""
@@ -240,6 +251,11 @@ class ConstrainedProcessor:
         own copy); small ones are copied into a fresh array of -inf.
         """
         mask, ids = self._next(generated)
+        if not self.forced and len(logits) and _REASON_KEY not in self._text:
+            top = int(np.argmax(logits))
+            allowed = mask.ids if ids is None else ids
+            i = int(np.searchsorted(allowed, top))
+            self.forced = i >= len(allowed) or int(allowed[i]) != top
         if ids is None and mask.refused is not None and len(logits) == self._c.tokens.size:
             logits[mask.refused] = -np.inf
             return logits

@@ -67,4 +67,6 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     print(json.dumps(masked_dump(settings), indent=2))
+    for warning in settings.actions.warnings():  # loads and runs, but not as it reads
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ ORIGIN_NAME = "edge-agent"
 ANOMALY_EVENT_TYPES: tuple[str, ...] = get_args(AnomalyKind)
 """``event_type`` values published on ``<base>/<node_id>/anomaly`` (the anomaly kinds)."""
 
-ACTION_EVENT_TYPES = ("proposed", "performed", "rejected", "expired", "failed")
+ACTION_EVENT_TYPES = ("proposed", "performed", "rejected", "expired", "failed", "approval_refused")
 """``event_type`` values published on ``<base>/<node_id>/action/event``."""
 
 PAYLOAD_PRESS = "PRESS"
@@ -216,6 +216,18 @@ def components(node: HaNode) -> tuple[Component, ...]:
                 "state_topic": node.topic("answer"),
                 "value_template": f"{{{{ value_json.answer[:{STATE_MAX_CHARS}] }}}}",
                 "json_attributes_topic": node.topic("answer"),
+            },
+        ),
+        Component(
+            "sensor",
+            "pending_action",
+            {
+                "name": "Pending action",
+                "icon": "mdi:account-question-outline",
+                "state_topic": node.topic("action/pending"),
+                # 'none', the one proposal (action(device, params): reason), or a count.
+                "value_template": f"{{{{ value_json.state[:{STATE_MAX_CHARS}] }}}}",
+                "json_attributes_topic": node.topic("action/pending"),
             },
         ),
         Component(
