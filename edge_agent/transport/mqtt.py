@@ -297,7 +297,11 @@ class MqttTransport:
                 if self._v5:
                     # No Local: the broker never hands us our own publishes (an action's
                     # command under a sensor filter, or anything we might answer onto).
-                    options = SubscribeOptions(qos=self._opt.qos, noLocal=True)
+                    # Retain As Published: a message published retained says so even
+                    # when it arrives live, so a retained approval is always seen as one.
+                    options = SubscribeOptions(
+                        qos=self._opt.qos, noLocal=True, retainAsPublished=True
+                    )
                     client.subscribe(topic, options=options)
                 else:
                     client.subscribe(topic, qos=self._opt.qos)
