@@ -182,7 +182,8 @@ def test_press_applies_only_to_the_single_proposal_after_the_display_minimum(
     engine, sent, clock, audit = make(tmp_path, LOCK)
     engine.decide(UNLOCK, facts(), window(clock))
     (pending,) = sent.on(PENDING)[-1]["pending"]
-    assert pending["device"] == "front door lock" and pending["reason"] == "x"
+    assert pending["device"] == "front door lock"
+    assert pending["reason"] == "x"
     assert sent.items[-1][2] is True  # retained
     clock.now += 1
     assert engine.on_approve(msg(APPROVE, "PRESS")) is None
@@ -190,10 +191,11 @@ def test_press_applies_only_to_the_single_proposal_after_the_display_minimum(
     assert sent.commands() == []
     clock.now += 3
     performed = engine.on_approve(msg(APPROVE, "PRESS"))
-    assert performed is not None and performed.event_type == "performed"
+    assert performed is not None
+    assert performed.event_type == "performed"
     assert sent.commands() == [("zigbee2mqtt/front door lock/set", b'{"state": "UNLOCK"}')]
     assert sent.on(PENDING)[-1] == {**sent.on(PENDING)[-1], "count": 0, "pending": []}
-    row = [r for r in audit.rows() if r.kind == "performed"][0]
+    row = next(r for r in audit.rows() if r.kind == "performed")
     assert row.origin == {
         "topic": APPROVE,
         "retained": False,
@@ -220,7 +222,8 @@ def test_press_with_two_pending_is_ambiguous_and_ids_still_work(tmp_path: Path) 
     assert sent.commands() == []
     fan_id = next(i for i, p in engine.pending.items() if p.proposal.action == "fan")
     event = engine.on_approve(msg(APPROVE, json.dumps({"action_id": fan_id, "by": "anna"})))
-    assert event is not None and event.proposal.action == "fan"
+    assert event is not None
+    assert event.proposal.action == "fan"
     assert sent.commands() == [("cmnd/office_fan/POWER", b"ON")]
     assert [r.origin["by"] for r in audit.rows() if r.kind == "performed"] == ["anna"]
 
@@ -296,13 +299,15 @@ def test_auto_runs_only_while_its_condition_holds_and_the_model_chose_freely(
 ) -> None:
     engine, sent, clock, audit = make(tmp_path, FAN)
     engine.decide(FAN_ON, facts(600), window(clock))  # CO2 fine: held for approval
-    assert sent.commands() == [] and len(engine.pending) == 1
+    assert sent.commands() == []
+    assert len(engine.pending) == 1
     assert "condition does not hold" in sent.on(EVENT)[-1]["detail"]
     engine.decide(FAN_ON, facts(1500), window(clock), forced=True)  # grammar overrode it
-    assert sent.commands() == [] and len(engine.pending) == 1
+    assert sent.commands() == []
+    assert len(engine.pending) == 1
     engine.decide(FAN_ON, facts(1500), window(clock))
     assert sent.commands() == [("cmnd/office_fan/POWER", b"ON")]
-    performed = [r for r in audit.rows() if r.kind == "performed"][0]
+    performed = next(r for r in audit.rows() if r.kind == "performed")
     assert performed.origin == {"by": "policy", "condition": "office co2 1500 > 1000"}
 
 
@@ -312,7 +317,8 @@ def test_auto_without_a_condition_acts_like_confirm(tmp_path: Path) -> None:
     assert sent.commands() == []
     assert sent.on(EVENT)[-1]["mode"] == "confirm"
     warnings = ActionsSettings(allow=[{**FAN, "when": None}]).warnings()
-    assert len(warnings) == 1 and "acts like 'confirm'" in warnings[0]
+    assert len(warnings) == 1
+    assert "acts like 'confirm'" in warnings[0]
 
 
 def test_a_condition_reads_fresh_matching_facts_only() -> None:
