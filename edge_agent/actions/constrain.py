@@ -168,6 +168,21 @@ class JsonConstraint:
         )
 
 
+def _in_value(text: bytes | bytearray) -> bool:
+    """Whether the next token continues (or starts) a value before the reason.
+
+    Our values are quote-delimited strings without escapes, and numbers: after the last
+    ``":`` a value is in progress until a comma, a brace or its closing quote.
+    """
+    if _REASON_KEY in text:
+        return False
+    colon = text.rfind(b'":')
+    if colon < 0:
+        return False
+    tail = text[colon + 2 :]
+    return not any(c in tail for c in b",{}") and tail.count(b'"') < 2
+
+
 def _narrow(values: Ints) -> Ints:
     """``int16`` when the (non-negative) values fit: halves the 262k free-text arrays."""
     if values.max(initial=0) <= np.iinfo(np.int16).max:
@@ -193,9 +208,10 @@ class ConstrainedProcessor:
         self._seen = 0
         self._text = bytearray()
         self.forced = False
-        """The grammar overrode the model's own first choice before ``"reason"``: an
-        action, device or value the model did not pick (a 35 °C request written as
-        24.0, say). Such a proposal is never performed without approval."""
+        """The grammar overrode the model's own first choice inside a value before
+        ``"reason"``: an action, device or parameter the model did not pick (a 35 °C
+        request written as 24.0, say). Such a proposal never runs without approval.
+        Overrides of the document's punctuation and keys do not count."""
 
     @property
     def complete(self) -> bool:
@@ -251,7 +267,7 @@ class ConstrainedProcessor:
         own copy); small ones are copied into a fresh array of -inf.
         """
         mask, ids = self._next(generated)
-        if not self.forced and len(logits) and _REASON_KEY not in self._text:
+        if not self.forced and len(logits) and _in_value(self._text):
             top = int(np.argmax(logits))
             allowed = mask.ids if ids is None else ids
             i = int(np.searchsorted(allowed, top))
