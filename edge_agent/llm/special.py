@@ -55,6 +55,8 @@ class SpecialTokenGuard:
 
     def __init__(self, tokens: Iterable[AddedToken]) -> None:
         kept = guarded(tokens)
+        self.tokens = kept
+        """The guarded tokens."""
         self.ids = frozenset(t.id for t in kept)
         """Ids untrusted text must never encode to."""
         self.contents = {t.id: t.content for t in kept}
