@@ -22,6 +22,7 @@ from edge_agent.actions.reply_guard import ReplyRules, forbidden_reply
 from edge_agent.domain import MetricFacts, Window
 from edge_agent.settings import ActionSpec, ActionsSettings, Condition
 from edge_agent.transport.base import Message
+from tests.test_actions_mqtt import actions_cli
 
 BASE = "edge-agent/pi"
 EVENT, PENDING = f"{BASE}/action/event", f"{BASE}/action/pending"
@@ -337,3 +338,22 @@ def test_a_retained_question_is_audited(tmp_path: Path) -> None:
     engine.record_ignored("ask", msg(f"{BASE}/ask", "hi", retain=True), "retained")
     (row,) = audit.rows()
     assert (row.kind, row.code, row.origin["retained"]) == ("ignored", "retained", True)
+
+
+def test_actions_log_shows_refusals_and_what_decided(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine, _, clock, _ = make(tmp_path, LOCK)
+    engine.decide(UNLOCK, facts(), window(clock))
+    ident = next(iter(engine.pending))
+    engine.on_approve(msg(APPROVE, "PRESS", retain=True))
+    clock.now += 10
+    corr = {"correlation_data": b"\x01\x02", "user_properties": (("app", "phone"),)}
+    engine.on_approve(msg(APPROVE, json.dumps({"action_id": ident, "by": "anna"}), **corr))
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[actions]\naudit_path = "{tmp_path / "audit.sqlite"}"\n')
+    lines = actions_cli(capsys, "log", "-c", str(config)).splitlines()
+    assert [line.split()[1] for line in lines] == ["proposed", "approval_refused", "performed"]
+    assert "[retained: approve refused]" in lines[1]
+    assert f"via {APPROVE} (retained)" in lines[1]
+    assert f"<by=anna via {APPROVE} props=app=phone corr=0102>" in lines[2]
