@@ -18,6 +18,7 @@ from edge_agent.actions.audit import AuditLog
 from edge_agent.actions.constrain import JsonConstraint
 from edge_agent.actions.engine import ActionsEngine, EngineConfig
 from edge_agent.actions.policy import Policy, condition_holds
+from edge_agent.actions.prompt import proposal_prompt
 from edge_agent.actions.reply_guard import ReplyRules, forbidden_reply
 from edge_agent.domain import MetricFacts, Window
 from edge_agent.settings import ActionSpec, ActionsSettings, Condition
@@ -357,3 +358,17 @@ def test_actions_log_shows_refusals_and_what_decided(
     assert "[retained: approve refused]" in lines[1]
     assert f"via {APPROVE} (retained)" in lines[1]
     assert f"<by=anna via {APPROVE} props=app=phone corr=0102>" in lines[2]
+
+
+def test_the_prompt_shows_a_worked_example_per_action_and_no_placeholder() -> None:
+    specs = [ActionSpec(**s) for s in (LOCK, FAN)]
+    text = proposal_prompt(facts(), specs, style="completion").text
+    assert "short reason" not in text
+    assert "..." not in text
+    examples = [line for line in text.splitlines() if line.startswith("JSON: {")]
+    assert any('"action": "unlock_door"' in e for e in examples)
+    assert any('"action": "fan"' in e and '"state": "ON"' in e for e in examples)
+    assert any('"action": "none"' in e for e in examples)
+    for example in examples:
+        assert Policy(specs).shape(json.loads(example.removeprefix("JSON: ")))[1].ok
+    assert text.endswith("Alerts: none\nJSON:")

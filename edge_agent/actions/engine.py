@@ -30,8 +30,8 @@ from edge_agent.actions.approval import (
 )
 from edge_agent.actions.audit import AuditLog
 from edge_agent.actions.constrain import JsonConstraint, WarmStats
-from edge_agent.actions.pending import PendingBoard
-from edge_agent.actions.policy import Candidate, History, Policy, condition_holds, parse_output
+from edge_agent.actions.pending import Pending, PendingBoard, PendingBook
+from edge_agent.actions.policy import Candidate, History, Policy, auto_hold, parse_output
 from edge_agent.actions.prompt import PROMPT_VERSION, proposal_prompt
 from edge_agent.actions.types import NO_ACTION, ActionEvent, ActionEventType, Code, Proposal
 from edge_agent.domain import Anomaly, MetricFacts, Window
@@ -46,7 +46,6 @@ log = structlog.get_logger(__name__)
 
 Submit = Callable[[str, GenerationRequest], Awaitable[Generation | None]]
 _LOG_EVENTS = {k: f"action_{k}" for k in ("proposed", "performed", "rejected", "expired", "failed")}
-_CLOSED_MAX = 10_000  # ids remembered to name a late approval's refusal (then: the audit)
 
 
 class Publish(Protocol):
@@ -70,14 +69,6 @@ class EngineConfig:
     """Retained list of pending proposals; empty: not published."""
     press_min_display_s: float = 3.0
     """A bare PRESS applies only to a proposal pending at least this long."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    proposal: Proposal
-    expires_at: float
-    devices: frozenset[str]
-    mode: str
 
 
 class ActionsEngine:
@@ -107,11 +98,10 @@ class ActionsEngine:
         self.warmup = warmup
         """The start-up mask warm-up, when one was started (see ``wiring``)."""
         self.history = History()
-        self.pending: dict[str, _Pending] = {}
+        board = PendingBoard(publish, config.pending_topic, config.press_min_display_s)
+        self._book = PendingBook(board, config.press_min_display_s)
+        self.pending = self._book.items
         """Proposals awaiting approval, oldest first."""
-        self._closed: dict[str, str] = {}
-        """Id -> how its life ended ('performed', 'rejected', ...), newest last."""
-        self._board = PendingBoard(publish, config.pending_topic, config.press_min_display_s)
         now = clock()
         for action, device, ts in audit.performed_since(now - 3600.0):
             self.history.record(action, device, ts)  # rate limits survive a restart
@@ -204,7 +194,7 @@ class ActionsEngine:
             return self._emit("rejected", proposal, mode, verdict.code, verdict.detail, facts=facts)
         held = ""
         if spec.mode == "auto":
-            held, met = self._auto_check(spec, facts, forced)
+            held, met = auto_hold(spec, facts, forced=forced)
             if not held:
                 event = self._emit("proposed", proposal, mode, facts=facts)
                 return self._execute(proposal, spec, {"by": "policy", "condition": met})
@@ -217,29 +207,16 @@ class ActionsEngine:
                 del self.pending[ident]
                 detail = f"superseded by {proposal.id}"
                 self._emit("rejected", old.proposal, old.mode, Code.SUPERSEDED, detail)
-                self._closed[ident] = Refusal.SUPERSEDED
+                self._book.close(ident, Refusal.SUPERSEDED)
         expires = now + spec.confirm_expiry_s
-        self.pending[proposal.id] = _Pending(
+        self.pending[proposal.id] = Pending(
             proposal, expires, frozenset(f.device for f in facts), "confirm"
         )
         event = self._emit(
             "proposed", proposal, "confirm", detail=held, expires_at=expires, facts=facts
         )
-        self._board.show(self._pending_items(), now)
+        self._book.show(now)
         return event
-
-    def _auto_check(
-        self, spec: ActionSpec, facts: Sequence[MetricFacts], forced: bool
-    ) -> tuple[str, str]:
-        """(why an auto action must wait for approval, or ""; the reading that allows it)."""
-        if spec.when is None:
-            return "auto held for approval: the action has no 'when' condition", ""
-        met = condition_holds(spec.when, facts)
-        if met is None:
-            return "auto held for approval: its 'when' condition does not hold", ""
-        if forced:
-            return "auto held for approval: the grammar overrode the model's choice", ""
-        return "", met
 
     # --- approval -------------------------------------------------------------------
 
@@ -251,7 +228,7 @@ class ActionsEngine:
         ident, pending, request = found
         now = self._clock()
         del self.pending[ident]
-        self._board.show(self._pending_items(), now)
+        self._book.show(now)
         p = pending.proposal
         cand = Candidate(p.action, p.device, p.params, p.reason)
         verdict = self.policy.context(cand, devices=pending.devices, history=self.history, now=now)
@@ -270,7 +247,7 @@ class ActionsEngine:
             return None
         ident, pending, request = found
         del self.pending[ident]
-        self._board.show(self._pending_items(), self._clock())
+        self._book.show(self._clock())
         return self._emit(
             "rejected",
             pending.proposal,
@@ -306,7 +283,7 @@ class ActionsEngine:
         due = [i for i, p in self.pending.items() if now >= p.expires_at]
         events = [e for i in due if (e := self._expire(i, now)) is not None]
         if events:
-            self._board.show(self._pending_items(), now)
+            self._book.show(now)
         return events
 
     async def run(
@@ -314,7 +291,7 @@ class ActionsEngine:
     ) -> None:
         """Expire pending proposals, and propose every ``interval_s`` if set; until cancelled."""
         last = self._clock()
-        self._board.show(self._pending_items(), last)  # clears a previous run's list
+        self._book.show(last)  # clears a previous run's list
         while True:
             await asyncio.sleep(every_s)
             now = self._clock()
@@ -325,41 +302,20 @@ class ActionsEngine:
 
     # --- internals ------------------------------------------------------------------
 
-    def _resolve(self, request: ApprovalRequest) -> tuple[str, _Pending, ApprovalRequest] | None:
+    def _resolve(self, request: ApprovalRequest) -> tuple[str, Pending, ApprovalRequest] | None:
         """The pending proposal ``request`` applies to, or None after recording why not."""
         now = self._clock()
-        found = self._match(request, now)
+        found = self._book.match(request, now, self._audit.last_kind)
         if isinstance(found[1], str):
             self._refuse(request, found[0], now, found[1])
             return None
         ident, pending = found[0], found[1]
         if now >= pending.expires_at:
             self._expire(ident, now)
-            self._board.show(self._pending_items(), now)
+            self._book.show(now)
             self._refuse(request, Refusal.EXPIRED, now, "")
             return None
         return ident, pending, request
-
-    def _match(self, request: ApprovalRequest, now: float) -> tuple[str, _Pending | str]:
-        """(id, the pending proposal) or (refusal code, detail)."""
-        if request.refusal:
-            return request.refusal, ""
-        if request.action_id is not None:
-            found = self.pending.get(request.action_id)
-            if found is not None:
-                return request.action_id, found
-            ended = self._closed.get(request.action_id) or self._audit.last_kind(request.action_id)
-            return Refusal.CLOSED.get(ended or "", Refusal.UNKNOWN_ID), ""
-        # A bare PRESS names nothing: it may only mean the one proposal on display.
-        if not self.pending:
-            return Refusal.NOTHING_PENDING, ""
-        if len(self.pending) > 1:
-            return Refusal.AMBIGUOUS, f"{len(self.pending)} pending; name one by action_id"
-        ident, pending = next(iter(self.pending.items()))
-        shown = now - pending.proposal.ts
-        if request.verb == "approve" and shown < self.config.press_min_display_s:
-            return Refusal.TOO_EARLY, f"shown {shown:.1f}s of {self.config.press_min_display_s:g}s"
-        return ident, pending
 
     def _refuse(self, request: ApprovalRequest, code: str, now: float, detail: str = "") -> None:
         """Record, log and publish an approval or rejection that does nothing."""
@@ -388,9 +344,6 @@ class ActionsEngine:
             pending=len(ids),
         )
         return None
-
-    def _pending_items(self) -> list[tuple[Proposal, float, str]]:
-        return [(p.proposal, p.expires_at, p.mode) for p in self.pending.values()]
 
     def _expire(self, ident: str, now: float) -> ActionEvent | None:
         pending = self.pending.pop(ident, None)
@@ -442,9 +395,7 @@ class ActionsEngine:
         self._audit.record(event, facts=facts, topic=topic, payload=payload, origin=origin)
         self._publish(self.config.event_topic, event.to_payload())
         if kind != "proposed":
-            self._closed[proposal.id] = kind
-            while len(self._closed) > _CLOSED_MAX:
-                del self._closed[next(iter(self._closed))]
+            self._book.close(proposal.id, kind)
         log.info(
             _LOG_EVENTS[kind],
             action_id=proposal.id,

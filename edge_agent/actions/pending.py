@@ -1,4 +1,5 @@
-"""The retained list of pending proposals on ``<base>/<node_id>/action/pending``.
+"""Pending proposals: which one an approval means, and their retained list on
+``<base>/<node_id>/action/pending``.
 
 What a person approves must be what they saw: Home Assistant shows this list as a
 sensor (device, params, reason, id, expiry), and its Approve button's bare ``PRESS``
@@ -10,13 +11,27 @@ subscriber never shows a stale proposal.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge_agent.actions.approval import ApprovalRequest, Refusal
 from edge_agent.actions.types import Proposal
 from edge_agent.domain import SCHEMA_VERSION
 
 STATE_MAX_CHARS = 255
+_CLOSED_MAX = 10_000  # ids remembered to name a late approval's refusal (then: the audit)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A proposal awaiting approval."""
+
+    proposal: Proposal
+    expires_at: float
+    devices: frozenset[str]
+    """Devices in the facts it was based on (re-checked at approval)."""
+    mode: str
 
 
 class _Publish(Protocol):
@@ -78,3 +93,50 @@ class PendingBoard:
             return
         doc = pending_doc(items, now, self._min)
         self._publish(self._topic, json.dumps(doc, ensure_ascii=False).encode(), retain=True)
+
+
+class PendingBook:
+    """The pending proposals (oldest first), how closed ones ended, and the board."""
+
+    def __init__(self, board: PendingBoard, press_min_display_s: float) -> None:
+        self.items: dict[str, Pending] = {}
+        self._closed: dict[str, str] = {}
+        self._board = board
+        self._min = press_min_display_s
+
+    def show(self, now: float) -> None:
+        """Publish the current list."""
+        self._board.show([(p.proposal, p.expires_at, p.mode) for p in self.items.values()], now)
+
+    def close(self, ident: str, how: str) -> None:
+        """Remember how ``ident``'s life ended ('performed', 'superseded', ...)."""
+        self._closed[ident] = how
+        while len(self._closed) > _CLOSED_MAX:
+            del self._closed[next(iter(self._closed))]
+
+    def match(
+        self, request: ApprovalRequest, now: float, last_kind: Callable[[str], str | None]
+    ) -> tuple[str, Pending | str]:
+        """(id, the pending proposal ``request`` means) or (refusal code, detail).
+
+        ``last_kind`` looks an id up in the audit: it names the refusal of an approval
+        for a proposal of an earlier run.
+        """
+        if request.refusal:
+            return request.refusal, ""
+        if request.action_id is not None:
+            found = self.items.get(request.action_id)
+            if found is not None:
+                return request.action_id, found
+            ended = self._closed.get(request.action_id) or last_kind(request.action_id)
+            return Refusal.CLOSED.get(ended or "", Refusal.UNKNOWN_ID), ""
+        # A bare PRESS names nothing: it may only mean the one proposal on display.
+        if not self.items:
+            return Refusal.NOTHING_PENDING, ""
+        if len(self.items) > 1:
+            return Refusal.AMBIGUOUS, f"{len(self.items)} pending; name one by action_id"
+        ident, pending = next(iter(self.items.items()))
+        shown = now - pending.proposal.ts
+        if request.verb == "approve" and shown < self._min:
+            return Refusal.TOO_EARLY, f"shown {shown:.1f}s of {self._min:g}s"
+        return ident, pending

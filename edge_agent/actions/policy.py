@@ -85,6 +85,21 @@ def condition_holds(cond: Condition, facts: Iterable[MetricFacts]) -> str | None
     return None
 
 
+def auto_hold(spec: ActionSpec, facts: Sequence[MetricFacts], *, forced: bool) -> tuple[str, str]:
+    """(why an ``auto`` action must wait for approval, or ""; the reading that allows it).
+
+    ``forced``: the grammar overrode the model's choice of action, device or value.
+    """
+    if spec.when is None:
+        return "auto held for approval: the action has no 'when' condition", ""
+    met = condition_holds(spec.when, facts)
+    if met is None:
+        return "auto held for approval: its 'when' condition does not hold", ""
+    if forced:
+        return "auto held for approval: the grammar overrode the model's choice", ""
+    return "", met
+
+
 def in_quiet_hours(quiet: QuietHours | None, now: float) -> bool:
     """True when ``now`` falls in the daily quiet span (which may cross midnight)."""
     if quiet is None:
