@@ -27,7 +27,7 @@ from edge_agent.actions.prompt import proposal_prompt
 from edge_agent.actions.types import NO_ACTION
 from edge_agent.actions.vocab import TokenArrays, TokenTable
 from edge_agent.domain import Anomaly, MetricFacts
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, ContextOverflowError
 from edge_agent.llm.base import GenerationRequest
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.settings import ActionSpec
@@ -148,14 +148,18 @@ def bench_share(
         prompt = proposal_prompt(facts, specs, style=gen.prompt_format, anomalies=anomalies)
         full = gen.render(prompt.text)
         processor = constraint.processor(new_tokens)
-        result = gen.generate(
-            GenerationRequest(
-                full,
-                max_new_tokens=new_tokens,
-                prefix_chars=full.find(prompt.static) + len(prompt.static),
-                logits_processor=processor,
+        try:
+            result = gen.generate(
+                GenerationRequest(
+                    full,
+                    max_new_tokens=new_tokens,
+                    prefix_chars=full.find(prompt.static) + len(prompt.static),
+                    logits_processor=processor,
+                )
             )
-        )
+        except ContextOverflowError as exc:  # a small test model's context
+            outcomes.append(Outcome(alert, "invalid", False, f"({exc})"))
+            continue
         doc, verdict = parse_output(result.text)
         action = "invalid"
         if verdict.ok:
