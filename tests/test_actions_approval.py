@@ -372,3 +372,11 @@ def test_the_prompt_shows_a_worked_example_per_action_and_no_placeholder() -> No
     for example in examples:
         assert Policy(specs).shape(json.loads(example.removeprefix("JSON: ")))[1].ok
     assert text.endswith("Alerts: none\nJSON:")
+
+
+def test_a_propose_mode_proposal_is_not_expired_at_restart(tmp_path: Path) -> None:
+    engine, _, clock, audit = make(tmp_path, {**LOCK, "mode": "propose"})
+    engine.decide(UNLOCK, facts(), window(clock))
+    audit.close()
+    _, _, _, audit = make(tmp_path, LOCK)
+    assert [r.kind for r in audit.rows()] == ["proposed"]

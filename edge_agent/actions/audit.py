@@ -222,7 +222,8 @@ class AuditLog:
         ever, nor honour an approval for it. Returns the ids closed.
         """
         cur = self._conn.execute(
-            "SELECT seq, action_id FROM action_log AS a WHERE kind = 'proposed' AND NOT "
+            "SELECT seq, action_id FROM action_log AS a WHERE kind = 'proposed' "
+            "AND mode = 'confirm' AND NOT "
             "EXISTS (SELECT 1 FROM action_log AS b WHERE b.action_id = a.action_id AND "
             "b.seq > a.seq AND b.kind NOT IN ('approval_refused', 'ignored'))"
         )

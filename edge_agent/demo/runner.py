@@ -200,6 +200,8 @@ DEMO_FAN: dict[str, Any] = {
     "mode": "confirm",
     "params": {"state": {"type": "enum", "values": ["ON", "OFF"]}},
     "when": {"metric": "co2", "above": 1200, "devices": ["living_room/climate"]},
+    # Simulated seconds: at the default 720x the person has 20 real seconds to approve.
+    "confirm_expiry_s": 14_400,
 }
 """The demo's allowlist: one fan, approved by the demo itself (see ``_approve``)."""
 
