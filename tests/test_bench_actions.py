@@ -99,16 +99,17 @@ def test_through_the_real_cli(tiny_model: TinyModel) -> None:
 def test_the_proposal_share_counts_every_window(
     tiny_model: TinyModel, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--windows``: half the windows carry a CO2 alert; each ends in one outcome."""
+    """``--windows``: a third carry a CO2 alert, a third another alert; one outcome each."""
     from edge_agent.actions.bench_share import bench_share
 
     result = bench_share(tiny_model.int4_dir, windows=4, seed=3, threads=1, new_tokens=48)
-    assert (result.alert_windows, result.calm_windows) == (2, 2)
-    assert [o.alert for o in result.outcomes] == [True, False, True, False]
+    assert (result.alert_windows, result.calm_windows, result.other_windows) == (2, 1, 1)
+    assert [o.alert for o in result.outcomes] == [True, False, False, True]
+    assert [o.other for o in result.outcomes] == [False, False, True, False]
     allowed = {"ventilate", "heat", "none", "invalid"}
     assert all(o.action in allowed for o in result.outcomes)
-    assert result.alert_proposed == sum(o.action == "ventilate" for o in result.outcomes[::2])
-    args = bench("--model", str(tiny_model.int4_dir), "--windows", "2", "--new-tokens", "32")
+    assert result.alert_proposed == sum(o.action == "ventilate" for o in result.outcomes[::3])
+    args = bench("--model", str(tiny_model.int4_dir), "--windows", "3", "--new-tokens", "32")
     assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "CO2 alert -> ventilate proposal:" in out

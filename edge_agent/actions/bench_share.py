@@ -2,8 +2,9 @@
 
     edge-agent bench actions --model DIR --windows 40 [--seed 7] [--no-condition]
 
-Half the windows carry a CO2 alert (an office CO2 reading past 1,000 ppm and the alert
-line the anomaly detector writes); the other half have calm CO2. Every window also has
+A third of the windows carry a CO2 alert (an office CO2 reading past 1,000 ppm and the
+alert line the anomaly detector writes); a third have calm CO2 and no alert; a third
+have calm CO2 and another alert (a humidity or temperature z-score). Every window also has
 seeded temperature and humidity readings of a few other rooms, so no two prompts are
 alike. The allowlist is a ventilation fan (low risk) and a thermostat (medium risk).
 Each window goes through the service's path: the engine's prompt, constrained greedy
@@ -70,6 +71,9 @@ class Outcome:
     """One window's result."""
 
     alert: bool
+    """A CO2 alert window."""
+    other: bool
+    """Calm CO2, but another alert."""
     action: str
     """The policy-approved action ('none', 'ventilate', ...) or 'invalid'."""
     forced: bool
@@ -89,13 +93,18 @@ class ShareResult:
     """CO2 windows that led to the ventilation proposal."""
     calm_windows: int
     calm_none: int
-    """Calm windows that led to no action."""
+    """Calm windows without any alert that led to no action."""
+    other_windows: int
+    other_none: int
+    """Calm-CO2 windows with another alert that led to no action."""
     forced: int
     seconds_per_window: float
     outcomes: tuple[Outcome, ...]
 
 
-def _window(rng: random.Random, alert: bool) -> tuple[list[MetricFacts], list[Anomaly]]:
+def _window(
+    rng: random.Random, alert: bool, other: bool = False
+) -> tuple[list[MetricFacts], list[Anomaly]]:
     now = time.time()
     co2 = rng.uniform(1250, 2200) if alert else rng.uniform(420, 850)
     lo = co2 * rng.uniform(0.6, 0.9)
@@ -116,6 +125,18 @@ def _window(rng: random.Random, alert: bool) -> tuple[list[MetricFacts], list[An
     if alert:
         msg = f"office co2 is {round(co2)} ppm, above the 1200 ppm limit"
         anomalies.append(Anomaly("threshold", "office", "co2", co2, now, msg, threshold=1200.0))
+    elif other:
+        room = str(facts[1].device)
+        metric, value = (
+            ("humidity", float(facts[2].last))
+            if rng.random() < 0.5
+            else (
+                "temperature",
+                float(facts[1].last),
+            )
+        )
+        msg = f"{room} {metric} is {value:g}, unusual for the last 40 readings (z = 4.6)"
+        anomalies.append(Anomaly("zscore", room, metric, value, now, msg, z=4.6))
     return facts, anomalies
 
 
@@ -129,8 +150,8 @@ def bench_share(
     new_tokens: int = 96,
 ) -> ShareResult:
     """Generate one proposal per seeded window and count the outcomes."""
-    if windows < 2:
-        raise ConfigError("--windows must be at least 2")
+    if windows < 3:
+        raise ConfigError("--windows must be at least 3")
     gen = OnnxGenerator.load(model_dir, threads=threads)
     specs = share_specs(condition=condition)
     table = TokenTable.from_tokenizer_json(model_dir / "tokenizer.json", gen.manifest.eos_token_ids)
@@ -143,8 +164,8 @@ def bench_share(
     outcomes: list[Outcome] = []
     started = time.monotonic()
     for i in range(windows):
-        alert = i % 2 == 0
-        facts, anomalies = _window(rng, alert)
+        alert, other = i % 3 == 0, i % 3 == 2
+        facts, anomalies = _window(rng, alert, other)
         prompt = proposal_prompt(facts, specs, style=gen.prompt_format, anomalies=anomalies)
         full = gen.render(prompt.text)
         processor = constraint.processor(new_tokens)
@@ -158,7 +179,7 @@ def bench_share(
                 )
             )
         except ContextOverflowError as exc:  # a small test model's context
-            outcomes.append(Outcome(alert, "invalid", False, f"({exc})"))
+            outcomes.append(Outcome(alert, other, "invalid", False, f"({exc})"))
             continue
         doc, verdict = parse_output(result.text)
         action = "invalid"
@@ -166,10 +187,11 @@ def bench_share(
             cand, verdict = policy.shape(doc)
             if cand is not None and verdict.ok:
                 action = cand.action
-        outcomes.append(Outcome(alert, action, processor.forced, result.text))
+        outcomes.append(Outcome(alert, other, action, processor.forced, result.text))
     took = (time.monotonic() - started) / windows
     alerts = [o for o in outcomes if o.alert]
-    calm = [o for o in outcomes if not o.alert]
+    calm = [o for o in outcomes if not o.alert and not o.other]
+    others = [o for o in outcomes if o.other]
     return ShareResult(
         model=str(model_dir),
         windows=windows,
@@ -179,6 +201,8 @@ def bench_share(
         alert_proposed=sum(o.action == "ventilate" for o in alerts),
         calm_windows=len(calm),
         calm_none=sum(o.action == NO_ACTION for o in calm),
+        other_windows=len(others),
+        other_none=sum(o.action == NO_ACTION for o in others),
         forced=sum(o.forced and o.action not in (NO_ACTION, "invalid") for o in outcomes),
         seconds_per_window=took,
         outcomes=tuple(outcomes),
@@ -197,11 +221,13 @@ def render_share(r: ShareResult, *, show: bool = False) -> str:
         f"({r.alert_proposed * pct:.0f}%)",
         f"calm CO2  -> no action:          {r.calm_none}/{r.calm_windows} "
         f"({r.calm_none * calm_pct:.0f}%)",
+        f"other alert, calm CO2 -> no action: {r.other_none}/{r.other_windows} "
+        f"({100.0 * r.other_none / max(r.other_windows, 1):.0f}%)",
         f"proposals the grammar forced (never auto-performed): {r.forced}",
     ]
     if show:
         lines += [
-            f"  {'ALERT' if o.alert else 'calm '} {o.action:<10} "
+            f"  {'ALERT' if o.alert else 'other' if o.other else 'calm '} {o.action:<10} "
             f"{'forced ' if o.forced else ''}{o.text[:110]!r}"
             for o in r.outcomes
         ]
