@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from edge_agent.actions.types import NO_ACTION
 from edge_agent.domain import Anomaly, MetricFacts
 from edge_agent.narrate import Prompt, PromptFormat, describe_fact
-from edge_agent.settings import ActionSpec, EnumParam, IntParam
+from edge_agent.settings import ActionSpec, Condition, EnumParam, IntParam
 
 PROMPT_VERSION = "actions-v2"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -85,10 +85,32 @@ def alerts_block(alerts: Sequence[str]) -> str:
     return "Alerts:\n" + "".join(f"- {_clean(a)}\n" for a in alerts)
 
 
+# For an action without 'when', the reading its examples show, guessed from the words of
+# its id and description (examples only: auto still needs a real 'when').
+_GUESSES = (
+    (("ventilat", "fan", "air", "co2", "fresh"), Condition(metric="co2", above=1000)),
+    (("dehumid", "humid", "extract", "mould", "mold"), Condition(metric="humidity", above=70)),
+    (
+        ("heat", "radiator", "thermostat", "warm", "boiler"),
+        Condition(metric="temperature", below=17),
+    ),
+    (("cool", "air con", "aircon", "a/c"), Condition(metric="temperature", above=27)),
+    (("light", "lamp", "bulb"), Condition(metric="illuminance", below=10)),
+)
+
+
+def example_condition(spec: ActionSpec) -> Condition | None:
+    """The condition its examples show: ``when``, else a guess from its words, else None."""
+    if spec.when is not None:
+        return spec.when
+    words = f"{spec.id} {spec.description}".lower().replace("_", " ")
+    return next((cond for keys, cond in _GUESSES if any(k in words for k in keys)), None)
+
+
 def _acting(spec: ActionSpec) -> list[str]:
-    """Examples that call for ``spec``: two past its ``when`` bound, or one from its
-    description when it has no condition."""
-    cond = spec.when
+    """Examples that call for ``spec``: two past its condition's bound, or one from its
+    description when no condition is known."""
+    cond = example_condition(spec)
     answer = _answer(
         spec.id, f"{cond.metric} is past its limit" if cond else spec.description[:60], spec
     )
@@ -110,7 +132,7 @@ def _acting(spec: ActionSpec) -> list[str]:
 
 def _calm(spec: ActionSpec) -> str:
     """A window where ``spec``'s condition is far from its bound: no action."""
-    cond = spec.when
+    cond = example_condition(spec)
     assert cond is not None
     device = cond.devices[0] if cond.devices else "room"
     bound = cond.above if cond.above is not None else cond.below
@@ -135,7 +157,7 @@ def few_shot(specs: Sequence[ActionSpec]) -> str:
     per_spec = [_acting(s) for s in specs]
     acting = [ex[0] for ex in per_spec] + [e for ex in per_spec for e in ex[1:]]
     calm = [_example(_CALM, [], _answer(NO_ACTION, "all readings are normal"))]
-    calm += [_calm(s) for s in specs if s.when is not None]
+    calm += [_calm(s) for s in specs if example_condition(s) is not None]
     return "".join(acting + calm)
 
 
