@@ -43,6 +43,7 @@ from edge_agent.templates import render
 from edge_agent.transport.base import Message
 
 log = structlog.get_logger(__name__)
+_MIN_FACT_TOKENS = 96
 
 Submit = Callable[[str, GenerationRequest], Awaitable[Generation | None]]
 _LOG_EVENTS = {k: f"action_{k}" for k in ("proposed", "performed", "rejected", "expired", "failed")}
@@ -134,12 +135,21 @@ class ActionsEngine:
         gen = self._generator
         specs = tuple(self.policy.specs.values())
 
+        examples = True
+
         def build(subset: Sequence[MetricFacts]) -> Prompt:
-            return proposal_prompt(subset, specs, style=gen.prompt_format, anomalies=anomalies)
+            return proposal_prompt(
+                subset, specs, style=gen.prompt_format, anomalies=anomalies, examples=examples
+            )
 
         # The most relevant facts that fit beside the allowlist and the answer.
         fixed = gen.count_tokens(gen.render(build(()).text))
         room = gen.context_length - self.config.max_new_tokens - fixed
+        if room < _MIN_FACT_TOKENS:  # a small context: the worked examples go first
+            examples = False
+            log.warning("action_examples_dropped", context=gen.context_length, prompt=fixed)
+            fixed = gen.count_tokens(gen.render(build(()).text))
+            room = gen.context_length - self.config.max_new_tokens - fixed
         first = [f"{a.device}.{a.metric}" for a in anomalies]
         prompt = build(fit_facts(facts, max(room, 0), gen.count_tokens, first))
         full = gen.render(prompt.text)
