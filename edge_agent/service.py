@@ -15,6 +15,7 @@ from typing import Any, Literal
 import structlog
 
 from edge_agent.actions.engine import ActionsEngine
+from edge_agent.actions.reply_guard import FORBIDDEN_REASON, ReplyRules, forbidden_reply
 from edge_agent.alerts import Alerts
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.domain import (
@@ -382,6 +383,12 @@ class Agent:
 
     def _on_ask(self, message: Message) -> None:
         now = self._clock()
+        if message.retain:
+            # A retained question would be answered again at every (re)subscribe.
+            log.warning("ask_ignored", reason="retained", topic=message.topic)
+            if self._actions is not None:
+                self._actions.record_ignored("ask", message, "retained")
+            return
         try:
             request = AskRequest.from_payload(
                 message.payload,
@@ -393,6 +400,11 @@ class Agent:
             )
         except ValueError as exc:
             self._dead_letter(message, "bad_question", str(exc), now)
+            return
+        why = forbidden_reply(request.reply_to, self._reply_rules())
+        if why is not None:
+            detail = f"reply_to {request.reply_to[:200]!r}: {why}"
+            self._dead_letter(message, FORBIDDEN_REASON, detail, now)
             return
         self.asks_total += 1
         self._spawn(self._answer_or_error(request), f"ask:{self.asks_total}")
@@ -413,6 +425,19 @@ class Agent:
             request.reply_to,
             request.error_payload(error),
             correlation_data=request.correlation_data,
+        )
+
+    def _reply_rules(self) -> ReplyRules:
+        """Everything we read or command: an answer may land on none of it."""
+        own = self._cfg.topics.answer.rsplit("/", 2)[0]
+        handled = tuple(self._handlers)
+        return ReplyRules.build(
+            answer_topic=self._cfg.topics.answer,
+            subscribed=(*(r.topic_filter for r in self._routes), self._cfg.topics.ask, *handled),
+            command_templates=self._actions.command_templates if self._actions else (),
+            # An exact topic handled outside our namespace (Home Assistant's status):
+            # its namespace (the discovery prefix) is reserved as a whole.
+            reserved_roots=tuple(t.rsplit("/", 1)[0] for t in handled if not t.startswith(own)),
         )
 
     async def answer(self, request: AskRequest) -> Answer | None:

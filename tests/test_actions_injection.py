@@ -43,6 +43,7 @@ payload = '{{"state": "{{state}}", "brightness": {{brightness}}}}'
 devices = ["hall_lamp"]
 risk = "low"
 mode = "auto"
+when = {{ metric = "brightness", below = 10 }}
 cooldown_s = 0
 max_per_hour = 3600
 params.state = {{ type = "enum", values = ["ON", "OFF"] }}

@@ -1,4 +1,5 @@
-"""Actions over a real broker: confirm (approve, reject, expiry, unknown/stale ids), auto.
+"""Actions over a real broker: confirm (approve, reject, expiry, unknown/stale ids), auto,
+and the approval channel's defences (self-addressed answers, retained and bare PRESS).
 
 The agent, transport, worker and engine are the real ones; only the model is scripted,
 so a test can make it propose exactly what it needs. The grammar is compiled against
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.actions.engine import ActionsEngine
+from edge_agent.actions.prompt import PROMPT_VERSION
 from edge_agent.actions.wiring import action_constraint, build_engine
 from edge_agent.app import build_agent, build_transport
 from edge_agent.cli.actions import add_actions_commands
@@ -111,7 +115,7 @@ class Rig:
 
     async def run(self, body: Callable[[Rig, ActionsEngine], Awaitable[None]]) -> None:
         approve, reject = f"{self.base}/action/approve", f"{self.base}/action/reject"
-        transport = build_transport(self.settings, (approve, reject))
+        transport = build_transport(self.settings, (f"{self.base}/ask", approve, reject))
         worker = InferenceWorker(self.generator, 4)
         engine = build_engine(
             self.settings.actions,
@@ -208,6 +212,7 @@ def test_press_approves_the_latest_and_reject_cancels(
         await r.no_command()
         second = await r.propose(engine)
         assert second["id"] != first["id"]
+        r.clock.now += 5  # a bare PRESS counts only once the proposal was on display
         r.user.publish(f"{r.base}/action/approve", "PRESS")
         assert await r.command("zigbee2mqtt/hall_lamp/set") == b'{"state": "ON", "brightness": 200}'
 
@@ -253,7 +258,8 @@ def test_an_anomaly_triggers_an_auto_action_and_the_audit_keeps_it(
         assert (await r.event("rejected"))["code"] == "cooldown"
         await r.no_command()
 
-    r = rig(broker, tiny_model, tmp_path, "Office CO2 is high.", LIGHT, mode="auto")
+    dark = {"metric": "brightness", "below": 10, "devices": ["hall_lamp"]}
+    r = rig(broker, tiny_model, tmp_path, "Office CO2 is high.", LIGHT, mode="auto", when=dark)
     r.run_sync(body)
     assert "co2" in r.generator.prompts[1]  # the proposal saw the facts
     config = tmp_path / "cli.toml"
@@ -266,5 +272,79 @@ def test_an_anomaly_triggers_an_auto_action_and_the_audit_keeps_it(
     ]
     assert rows[0]["facts"]
     assert rows[0]["model"] == "scripted"
-    assert rows[0]["prompt_version"] == "actions-v1"
+    assert rows[0]["prompt_version"] == PROMPT_VERSION
+    assert rows[1]["origin"] == {"by": "policy", "condition": "hall_lamp brightness 3 < 10"}
     assert rows[2]["code"] == "cooldown"
+
+
+def test_a_question_can_neither_approve_nor_answer_onto_a_command_topic(
+    broker: Broker, tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    """Issue 17's first finding, live: ``reply_to`` = our approve topic or a device's."""
+
+    async def body(r: Rig, engine: ActionsEngine) -> None:
+        proposed = await r.propose(engine)
+        r.clock.now += 10
+        letters = broker.client()
+        letters.subscribe(f"{r.base}/deadletter")
+        approve = f"{r.base}/action/approve"
+        for reply_to in (approve, "zigbee2mqtt/hall_lamp/set", f"{r.base}/action/reject"):
+            ask = {"q": "How warm is it?", "id": proposed["id"], "reply_to": reply_to}
+            r.user.publish(f"{r.base}/ask", json.dumps(ask))
+            letter = json.loads(await asyncio.to_thread(letters.wait_for, f"{r.base}/deadletter"))
+            assert letter["reason"] == "reply_to_forbidden"
+            assert reply_to in letter["detail"]
+        # The MQTT 5 Response Topic is checked the same way.
+        v5 = broker.client(v5=True)
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = approve
+        v5.publish(f"{r.base}/ask", "How warm is it?", properties=props)
+        letter = json.loads(await asyncio.to_thread(letters.wait_for, f"{r.base}/deadletter"))
+        assert letter["reason"] == "reply_to_forbidden"
+        # An approval must name the proposal by action_id: its answer-style 'id' is refused.
+        r.user.publish(approve, json.dumps({"id": proposed["id"]}))
+        refused = await r.event("approval_refused")
+        assert refused["code"] == "no_action_id"
+        await r.no_command()
+        assert proposed["id"] in engine.pending
+        for probe in (letters, v5):
+            probe.close()
+
+    rig(broker, tiny_model, tmp_path, LIGHT).run_sync(body)
+
+
+def test_retained_and_ambiguous_presses_do_nothing_and_pending_is_published(
+    broker: Broker, tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    async def body(r: Rig, engine: ActionsEngine) -> None:
+        pending_topic = f"{r.base}/action/pending"
+        watcher = broker.client()
+        watcher.subscribe(pending_topic)
+        proposed = await r.propose(engine)
+        shown = json.loads(
+            await asyncio.to_thread(
+                watcher.wait_for, pending_topic, lambda p: json.loads(p)["count"] == 1, 20
+            )
+        )
+        (item,) = shown["pending"]
+        assert item["action_id"] == proposed["action_id"]
+        assert (item["device"], item["params"], item["reason"]) == (
+            "hall_lamp",
+            {"state": "ON", "brightness": 200},
+            "it is dark",
+        )
+        r.clock.now += 10
+        approve = f"{r.base}/action/approve"
+        r.user.publish(approve, "PRESS", retain=True)  # e.g. left over, or forged
+        assert (await r.event("approval_refused"))["code"] == "retained"
+        r.user.publish(approve, "", retain=True)  # clear it for the broker's other tests
+        await r.no_command()
+        r.user.publish(approve, json.dumps({"action_id": proposed["id"], "by": "test"}))
+        assert await r.command("zigbee2mqtt/hall_lamp/set") == b'{"state": "ON", "brightness": 200}'
+        cleared = await asyncio.to_thread(
+            watcher.wait_for, pending_topic, lambda p: json.loads(p)["count"] == 0, 20
+        )
+        assert json.loads(cleared)["pending"] == []
+        watcher.close()
+
+    rig(broker, tiny_model, tmp_path, LIGHT, cooldown_s=0).run_sync(body)

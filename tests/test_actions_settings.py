@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edge_agent.actions.template import render
 from edge_agent.errors import ConfigError
 from edge_agent.settings import ActionSpec, ActionsSettings, FloatParam, load_settings
+from edge_agent.templates import render
 
 
 def light(**over: Any) -> dict[str, Any]:
@@ -113,3 +115,31 @@ params.target = { type = "float", min = 5, max = 30, decimals = 1 }
     )
     with pytest.raises(ConfigError, match=r"actions\.allow\.0: .*auto"):
         load_settings(bad)
+
+
+def test_config_check_warns_about_auto_without_a_condition(tmp_path: Path) -> None:
+    """Valid, and safe (it acts like confirm), but not what it reads: a warning, exit 0."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[[actions.allow]]\nid = 'fan'\ndescription = 'Fan'\ntopic = 'cmnd/{device}/POWER'\n"
+        "payload = 'ON'\ndevices = ['fan']\nrisk = 'low'\nmode = 'auto'\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "config", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "warning: actions.allow fan: mode 'auto' has no 'when' condition" in run.stderr
+    config.write_text(config.read_text() + "when = { metric = 'co2', above = 1000 }\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "config", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "warning" not in run.stderr

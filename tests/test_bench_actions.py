@@ -93,3 +93,24 @@ def test_through_the_real_cli(tiny_model: TinyModel) -> None:
     assert result.returncode == 0, result.stderr
     for row in ROWS:
         assert row in result.stdout, row
+
+
+@pytest.mark.slow
+def test_the_proposal_share_counts_every_window(
+    tiny_model: TinyModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--windows``: a third carry a CO2 alert, a third another alert; one outcome each."""
+    from edge_agent.actions.bench_share import bench_share
+
+    result = bench_share(tiny_model.int4_dir, windows=4, seed=3, threads=1, new_tokens=48)
+    assert (result.alert_windows, result.calm_windows, result.other_windows) == (2, 1, 1)
+    assert [o.alert for o in result.outcomes] == [True, False, False, True]
+    assert [o.other for o in result.outcomes] == [False, False, True, False]
+    allowed = {"ventilate", "heat", "none", "invalid"}
+    assert all(o.action in allowed for o in result.outcomes)
+    assert result.alert_proposed == sum(o.action == "ventilate" for o in result.outcomes[::3])
+    args = bench("--model", str(tiny_model.int4_dir), "--windows", "3", "--new-tokens", "32")
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert "CO2 alert -> ventilate proposal:" in out
+    assert "calm CO2  -> no action:" in out

@@ -51,6 +51,20 @@ def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> list[dict[str,
     return _lines(out)
 
 
+def _assert_approvals_name_their_proposal(lines: list[dict[str, Any]]) -> None:
+    proposed = {
+        line["action_id"]
+        for line in lines
+        if line["kind"] == "action" and line.get("event_type") == "proposed"
+    }
+    for line in lines:
+        if line["kind"] == "status" and line["message"].startswith("demo approves "):
+            assert line["message"].rsplit(" ", 1)[1] in proposed
+        if line["kind"] == "action" and line.get("event_type") == "performed":
+            assert line["action_id"] in proposed
+            assert line["decided_by"]["by"] == "demo"
+
+
 def _assert_summaries_of_the_day(lines: list[dict[str, Any]]) -> None:
     summaries = [line for line in lines if line["kind"] == "summary"]
     assert summaries, lines
@@ -85,10 +99,13 @@ def test_demo_against_a_given_broker_prints_summaries_of_the_simulated_day(
     assert lines[0]["kind_of"] == "external"
     assert lines[0]["port"] == broker.port
     assert not Path(lines[0]["workdir"]).exists()
-    assert [line["message"] for line in lines if line["kind"] == "status"] == [
+    statuses = [line["message"] for line in lines if line["kind"] == "status"]
+    # The demo approves any proposal of its fan by id ('demo approves ...'), if one comes.
+    assert [m for m in statuses if not m.startswith("demo approves ")] == [
         "loading the model and connecting",
         "agent online; replaying the simulated day",
     ]
+    _assert_approvals_name_their_proposal(lines)
     _assert_summaries_of_the_day(lines)
     replay = [line for line in lines if line["kind"] == "replay"]
     assert replay

@@ -91,6 +91,7 @@ def test_device_message_holds_every_entity_with_shared_availability() -> None:
         "action": "event",
         "ask": "text",
         "answer": "sensor",
+        "pending_action": "sensor",
         "approve": "button",
         "reject": "button",
         "model": "sensor",
@@ -111,6 +112,7 @@ def test_device_message_holds_every_entity_with_shared_availability() -> None:
     assert cmps["answer"]["state_topic"] == "edge-agent/kitchen-pi/answer"
     assert cmps["approve"]["command_topic"] == "edge-agent/kitchen-pi/action/approve"
     assert cmps["approve"]["payload_press"] == "PRESS"
+    assert cmps["pending_action"]["state_topic"] == "edge-agent/kitchen-pi/action/pending"
     assert cmps["reject"]["command_topic"] == "edge-agent/kitchen-pi/action/reject"
     diagnostic = {k for k, v in cmps.items() if v.get("entity_category") == "diagnostic"}
     assert diagnostic == {
@@ -210,7 +212,7 @@ def test_print_discovery_prints_topic_and_json(
         '[[sensors.subscriptions]]\ntopic = "z/#"\narea = "Hall"\n'
     )
     parser = _parser()
-    for mode, expected in (("device", 1), ("component", 16)):
+    for mode, expected in (("device", 1), ("component", 17)):
         args = parser.parse_args(["ha", "print-discovery", "-c", str(config), "--mode", mode])
         assert args.handler(args) == 0
         blocks = capsys.readouterr().out.strip().split("\n\n")

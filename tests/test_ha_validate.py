@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from edge_agent.actions.pending import pending_doc
 from edge_agent.domain import Anomaly, Answer, AskRequest, MetricFacts, Summary, Window
 from edge_agent.ha.discovery import HaNode, component_discovery, device_discovery
 
@@ -270,6 +271,7 @@ def samples(node: HaNode) -> dict[str, str]:
         node.topic("action/event"): json.dumps(action),
         node.topic("answer"): answer.to_payload().decode(),
         node.topic("status"): json.dumps(status),
+        node.topic("action/pending"): json.dumps(pending_doc([], 0.0, 3.0)),
     }
 
 
@@ -315,6 +317,7 @@ def test_home_assistant_accepts_our_discovery() -> None:
     assert state["kitchen-pi_summary"] == "x" * 255
     assert state["kitchen-pi_summary_kitchen"] == "Kitchen: kettle on"
     assert state["kitchen-pi_answer"] == "Yes, since 10:02."
+    assert state["kitchen-pi_pending_action"] == "none"
     assert state["kitchen-pi_model"] == "gemma-2-2b-it-int4"
     assert state["kitchen-pi_decode_tok_s"] == "12.5"
     assert state["kitchen-pi_queue_depth"] == "0"

@@ -154,6 +154,10 @@ def bench_actions(
     unmerged = JsonConstraint(compile_grammar(grammar, merge=False), tokens)
     unmerged.warm()
     prompt = gen.render(proposal_prompt(_facts(), SPECS, style=gen.prompt_format).text)
+    if gen.count_tokens(prompt) + new_tokens > gen.context_length:  # as the engine does
+        prompt = gen.render(
+            proposal_prompt(_facts(), SPECS, style=gen.prompt_format, examples=False).text
+        )
     budget = min(new_tokens, gen.context_length - gen.count_tokens(prompt))
     if budget < 16:
         raise ConfigError(f"the proposal prompt leaves {budget} tokens of {model_dir}'s context")

@@ -28,6 +28,8 @@ from edge_agent.actions.vocab import TokenArrays
 from edge_agent.errors import GenerationError
 
 Ints = npt.NDArray[np.signedinteger[Any]]
+_REASON_KEY = b'"reason"'
+_FORCED_SCAN_BYTES = 4096  # a proposal's head is far shorter; the reason is not checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,21 @@ class JsonConstraint:
         )
 
 
+def _in_value(text: bytes | bytearray) -> bool:
+    """Whether the next token continues (or starts) a value before the reason.
+
+    Our values are quote-delimited strings without escapes, and numbers: after the last
+    ``":`` a value is in progress until a comma, a brace or its closing quote.
+    """
+    if _REASON_KEY in text:
+        return False
+    colon = text.rfind(b'":')
+    if colon < 0:
+        return False
+    tail = text[colon + 2 :]
+    return not any(c in tail for c in b",{}") and tail.count(b'"') < 2
+
+
 def _narrow(values: Ints) -> Ints:
     """``int16`` when the (non-negative) values fit: halves the 262k free-text arrays."""
     if values.max(initial=0) <= np.iinfo(np.int16).max:
@@ -189,6 +206,12 @@ class ConstrainedProcessor:
         self.used = 0
         """Counted free-text bytes written so far."""
         self._seen = 0
+        self._text = bytearray()
+        self.forced = False
+        """The grammar overrode the model's own first choice inside a value before
+        ``"reason"``: an action, device or parameter the model did not pick (a 35 °C
+        request written as 24.0, say). Such a proposal never runs without approval.
+        Overrides of the document's punctuation and keys do not count."""
 
     @property
     def complete(self) -> bool:
@@ -205,6 +228,10 @@ class ConstrainedProcessor:
             raise GenerationError(f"token {token} breaks the constrained grammar")
         self.used += int(mask.counts[i])
         self.state = int(mask.next_state[i])
+        if len(self._text) < _FORCED_SCAN_BYTES:
+            t = self._c.tokens
+            start = int(t.offsets[token])
+            self._text += t.flat[start : start + int(t.lengths[token])].tobytes()
 
     def allowed(self, generated: Sequence[int]) -> npt.NDArray[np.int32]:
         """Ids allowed next, after following ``generated``."""
@@ -240,6 +267,11 @@ class ConstrainedProcessor:
         own copy); small ones are copied into a fresh array of -inf.
         """
         mask, ids = self._next(generated)
+        if not self.forced and len(logits) and _in_value(self._text):
+            top = int(np.argmax(logits))
+            allowed = mask.ids if ids is None else ids
+            i = int(np.searchsorted(allowed, top))
+            self.forced = i >= len(allowed) or int(allowed[i]) != top
         if ids is None and mask.refused is not None and len(logits) == self._c.tokens.size:
             logits[mask.refused] = -np.inf
             return logits

@@ -320,5 +320,7 @@ def build_grammar(specs: Sequence[ActionSpec], reason_max: int) -> Grammar:
     options.append(NO_ACTION.encode())
     targets.append(len(seqs))
     seqs.append(list(tail))
-    seqs[0] = [Lit(b"{"), *_key("action"), Branch(tuple(options), tuple(targets))]
+    # One optional space first: after "JSON:" a model writes " {" as one token, and
+    # forcing "{" instead would count as overriding its choice (see constrain.forced).
+    seqs[0] = [Space(), Lit(b"{"), *_key("action"), Branch(tuple(options), tuple(targets))]
     return Grammar(seqs, reason_max)

@@ -17,7 +17,8 @@ from datetime import datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge_agent.actions.types import NO_ACTION, Code, ParamValue, Verdict
-from edge_agent.settings import ActionSpec, EnumParam, IntParam, QuietHours
+from edge_agent.domain import MetricFacts
+from edge_agent.settings import ActionSpec, Condition, EnumParam, IntParam, QuietHours
 
 HOUR_S = 3600.0
 
@@ -63,6 +64,40 @@ def parse_output(text: str) -> tuple[object, Verdict]:
         return json.loads(text), Verdict()
     except (json.JSONDecodeError, RecursionError) as exc:
         return None, Verdict(Code.INVALID_JSON, f"not JSON: {exc}"[:200])
+
+
+def condition_holds(cond: Condition, facts: Iterable[MetricFacts]) -> str | None:
+    """The reading that makes ``cond`` hold (as text for the audit), or None.
+
+    Only fresh readings count: a stale sensor's last value is not today's reason.
+    """
+    for f in facts:
+        if f.metric != cond.metric or f.stale or f.count == 0:
+            continue
+        if cond.devices and f.device not in cond.devices:
+            continue
+        if cond.area is not None and f.area != cond.area:
+            continue
+        if cond.above is not None and f.last > cond.above:
+            return f"{f.device} {f.metric} {f.last:g} > {cond.above:g}"
+        if cond.below is not None and f.last < cond.below:
+            return f"{f.device} {f.metric} {f.last:g} < {cond.below:g}"
+    return None
+
+
+def auto_hold(spec: ActionSpec, facts: Sequence[MetricFacts], *, forced: bool) -> tuple[str, str]:
+    """(why an ``auto`` action must wait for approval, or ""; the reading that allows it).
+
+    ``forced``: the grammar overrode the model's choice of action, device or value.
+    """
+    if spec.when is None:
+        return "auto held for approval: the action has no 'when' condition", ""
+    met = condition_holds(spec.when, facts)
+    if met is None:
+        return "auto held for approval: its 'when' condition does not hold", ""
+    if forced:
+        return "auto held for approval: the grammar overrode the model's choice", ""
+    return "", met
 
 
 def in_quiet_hours(quiet: QuietHours | None, now: float) -> bool:

@@ -37,6 +37,8 @@ class Code:
     DUPLICATE_PENDING = "duplicate_pending"
     USER_REJECTED = "user_rejected"
     CONFIRM_TIMEOUT = "confirm_timeout"
+    SUPERSEDED = "superseded"
+    RESTART = "restart"
     GENERATION_FAILED = "generation_failed"
     PUBLISH_FAILED = "publish_failed"
 

@@ -171,6 +171,9 @@ def build_engine(
             deadline_s=deadline_s,
             on_anomaly=settings.on_anomaly,
             interval_s=settings.interval_s,
+            # Beside the event topic: <base>/<node_id>/action/pending.
+            pending_topic=event_topic.rsplit("/", 1)[0] + "/pending",
+            press_min_display_s=settings.press_min_display_s,
         ),
         Policy(
             settings.allow,

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 from datetime import datetime
+from typing import Any
 
 from edge_agent.actions.audit import AuditLog, AuditRow
 from edge_agent.cli.options import add_config_option
@@ -23,6 +24,13 @@ examples:
 --since takes a duration (90s, 30m, 2h, 7d) or an ISO date/time (local time unless it
 has an offset). --json prints one JSON object per line, with the facts each proposal
 was based on.
+
+Kinds: proposed, performed, rejected, expired, failed, no_action; approval_refused (an
+approve/reject that did nothing, its reason as the code: retained, malformed,
+no_action_id, unknown_id, replay, after_reject, expired, superseded, nothing_pending,
+ambiguous, too_early); ignored (a retained question). What decided a step is shown in
+<...>: the approving message's topic (retained or not), its "by" field, MQTT 5 user
+properties and correlation data, or the condition an auto action ran on.
 """
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -64,7 +72,29 @@ def format_row(row: AuditRow) -> str:
     what = f"{row.action}({args})" if row.action else "-"
     why = f" [{row.code}: {row.detail}]" if row.code else ""
     reason = f' "{row.reason}"' if row.reason else ""
-    return f"{when}  {row.kind:<9}  {row.action_id}  {what}  mode={row.mode or '-'}{why}{reason}"
+    line = f"{when}  {row.kind:<9}  {row.action_id or '-'}  {what}  mode={row.mode or '-'}{why}"
+    return line + reason + format_origin(row.origin)
+
+
+def format_origin(origin: dict[str, Any] | None) -> str:
+    """`` by=... via <topic> (retained) props=... corr=...``: what decided a step."""
+    if not origin:
+        return ""
+    parts = []
+    if origin.get("verb"):
+        parts.append(str(origin["verb"]))
+    if origin.get("by"):
+        parts.append(f"by={origin['by']}")
+    if origin.get("condition"):
+        parts.append(f"condition: {origin['condition']}")
+    if origin.get("topic"):
+        parts.append(f"via {origin['topic']}" + (" (retained)" if origin.get("retained") else ""))
+    if origin.get("user_properties"):
+        props = ",".join(f"{k}={v}" for k, v in origin["user_properties"])
+        parts.append(f"props={props}")
+    if origin.get("correlation_data"):
+        parts.append(f"corr={origin['correlation_data']}")
+    return "  <" + " ".join(parts) + ">" if parts else ""
 
 
 def _log(args: argparse.Namespace) -> int:

@@ -249,6 +249,18 @@ def _add_actions(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--new-tokens", type=int, default=96, help="token budget per generation (96)"
     )
     actions.add_argument("--json", action="store_true", help="print the result as JSON too")
+    actions.add_argument(
+        "--windows",
+        type=int,
+        default=0,
+        help="instead of timing: the proposal share over N seeded windows, half with a "
+        "CO2 alert (edge_agent/actions/bench_share.py)",
+    )
+    actions.add_argument("--seed", type=int, default=7, help="seed of the windows (7)")
+    actions.add_argument(
+        "--no-condition", action="store_true", help="the fan without its 'when' condition"
+    )
+    actions.add_argument("--show", action="store_true", help="print every window's output")
     actions.set_defaults(handler=_actions)
 
 
@@ -257,6 +269,19 @@ def _actions(args: argparse.Namespace) -> int:
     from edge_agent.logs import configure_logging
 
     configure_logging("warning", "console")
+    if args.windows:
+        from edge_agent.actions.bench_share import bench_share, render_share
+
+        share = bench_share(
+            args.model,
+            windows=args.windows,
+            seed=args.seed,
+            threads=args.threads,
+            condition=not args.no_condition,
+            new_tokens=args.new_tokens,
+        )
+        print(render_share(share, show=args.show))
+        return 0
     result = bench_actions(
         args.model, threads=args.threads, runs=args.runs, new_tokens=args.new_tokens
     )

@@ -106,4 +106,6 @@ def _check(args: argparse.Namespace) -> int:
             print(f"edge-agent: {problem}", file=sys.stderr)
         return 1
     print(json.dumps(masked_dump(settings), indent=2))
+    for warning in settings.actions.warnings():  # loads and runs, but not as it reads
+        print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -20,7 +20,7 @@ import structlog
 from edge_agent import app
 from edge_agent.demo.broker import LocalMosquitto
 from edge_agent.demo.embedded import EmbeddedBroker
-from edge_agent.demo.simulate import AREAS, DEVICE_AREAS, simulate_day
+from edge_agent.demo.simulate import AREAS, DEVICE_AREAS, FAN, simulate_day
 from edge_agent.demo.state import LINE_KINDS, decode, hhmm
 from edge_agent.errors import StartupError, TransportError
 from edge_agent.settings import Settings
@@ -34,6 +34,7 @@ from edge_agent.transport.client_factory import (
 log = structlog.get_logger(__name__)
 
 NODE_ID = "demo"
+_APPROVE_AFTER_S = 1.0
 BASE = "edge-agent"
 BrokerImpl = Literal["auto", "mosquitto", "embedded"]
 
@@ -191,6 +192,22 @@ def open_broker(opts: DemoOptions, workdir: Path) -> Iterator[BrokerInfo]:
         broker.stop()
 
 
+DEMO_FAN: dict[str, Any] = {
+    "id": "ventilate",
+    "description": "Switch the living room ventilation fan",
+    "topic": "zigbee2mqtt/{device}/set",
+    "payload": '{"state": "{state}"}',
+    "devices": [FAN],
+    "risk": "low",
+    "mode": "confirm",
+    "params": {"state": {"type": "enum", "values": ["ON", "OFF"]}},
+    "when": {"metric": "co2", "above": 1200, "devices": ["living_room/climate"]},
+    # Simulated seconds: at the default 720x the person has 20 real seconds to approve.
+    "confirm_expiry_s": 14_400,
+}
+"""The demo's allowlist: one fan, approved by the demo itself (see ``_approve``)."""
+
+
 def demo_settings(opts: DemoOptions, broker: BrokerInfo, workdir: Path) -> Settings:
     """The agent's settings for the demo: our broker, the model, a fast summary cadence."""
     return Settings(
@@ -216,7 +233,7 @@ def demo_settings(opts: DemoOptions, broker: BrokerInfo, workdir: Path) -> Setti
             "max_backlog": len(AREAS) + 1,
             "status_interval_s": 2.0,
         },
-        actions={"audit_path": workdir / "actions.sqlite"},
+        actions={"audit_path": workdir / "actions.sqlite", "allow": [DEMO_FAN]},
         log={"level": "warning"},
     )
 
@@ -347,6 +364,25 @@ async def _show(client: DemoClient, clock: SimClock, online: asyncio.Event, sink
         record = decode(leaf, payload, hhmm(clock.elapsed()))
         if record is not None:
             sink.record(*record)
+        if leaf == "action/event":
+            _approve(client, json.loads(payload), sink)
+
+
+def _approve(client: DemoClient, event: dict[str, Any], sink: Sink) -> None:
+    """Stand in for the person: approve a confirm proposal by its action_id, shortly after."""
+    if event.get("event_type") != "proposed" or event.get("mode") != "confirm":
+        return
+    ident = str(event.get("action_id"))
+    body = json.dumps({"action_id": ident, "by": "demo"}).encode()
+    topic = f"{BASE}/{NODE_ID}/action/approve"
+    message = f"demo approves {event.get('action')}({event.get('device')}) id {ident}"
+
+    def press() -> None:
+        sink.record("status", {"message": message})
+        client.publish(topic, body)
+
+    # A person reads the proposal first; the JSON approval names exactly this one.
+    asyncio.get_running_loop().call_later(_APPROVE_AFTER_S, press)
 
 
 def main_sync(opts: DemoOptions) -> int:

@@ -29,7 +29,10 @@ AREAS = ("living_room", "bedroom", "bathroom")
 DEVICE_AREAS = {
     **{f"{area}/climate": area for area in AREAS},
     "living_room/window": "living_room",
+    "living_room_fan": "living_room",
 }
+FAN = "living_room_fan"
+"""A ventilation fan plug: the demo's allowlisted action targets it (it reports power)."""
 """Area of each simulated device, by its zigbee2mqtt friendly name (the topic's rest)."""
 
 
@@ -87,4 +90,6 @@ def simulate_day(
                 co2 += (_people(hour) * 5 - (co2 - outdoor) * 0.03) * period_s / 60
                 doc["co2"] = round(co2)
             yield SimMessage(t, f"{prefix}/{area}/climate", json.dumps(doc).encode())
+        if int(t) % 600 == 0:  # the fan plug reports every 10 minutes; it is off all day
+            yield SimMessage(t, f"{prefix}/{FAN}", json.dumps({"power": 0.0}).encode())
         t += period_s

@@ -37,7 +37,7 @@ ANOMALY_EVENT_TYPES: tuple[str, ...] = (
 """``event_type`` values published on ``<base>/<node_id>/anomaly``: a threshold excursion's
 ``started``/``reminder``/``resolved``, and the one-off kinds (``zscore``, ``jump``, ``stale``)."""
 
-ACTION_EVENT_TYPES = ("proposed", "performed", "rejected", "expired", "failed")
+ACTION_EVENT_TYPES = ("proposed", "performed", "rejected", "expired", "failed", "approval_refused")
 """``event_type`` values published on ``<base>/<node_id>/action/event``."""
 
 PAYLOAD_PRESS = "PRESS"
@@ -250,6 +250,18 @@ def components(node: HaNode) -> tuple[Component, ...]:
                 "state_topic": node.topic("answer"),
                 "value_template": f"{{{{ value_json.answer[:{STATE_MAX_CHARS}] }}}}",
                 "json_attributes_topic": node.topic("answer"),
+            },
+        ),
+        Component(
+            "sensor",
+            "pending_action",
+            {
+                "name": "Pending action",
+                "icon": "mdi:account-question-outline",
+                "state_topic": node.topic("action/pending"),
+                # 'none', the one proposal (action(device, params): reason), or a count.
+                "value_template": f"{{{{ value_json.state[:{STATE_MAX_CHARS}] }}}}",
+                "json_attributes_topic": node.topic("action/pending"),
             },
         ),
         Component(

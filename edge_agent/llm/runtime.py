@@ -27,6 +27,7 @@ from edge_agent.llm.session import (
     open_session,
     uses_group_query_attention,
 )
+from edge_agent.llm.special import SpecialTokenGuard, break_token
 from edge_agent.llm.stream import IncrementalText, StopScanner
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ class OnnxGenerator:
         *,
         io_binding: bool = True,
         context_tokens: int | None = None,
+        guard: SpecialTokenGuard | None = None,
     ) -> None:
         self._session = session
         self._tokenizer = tokenizer
@@ -75,6 +77,7 @@ class OnnxGenerator:
             session, layout, manifest.context_length, io_binding=io_binding
         )
         self._eos = frozenset(manifest.eos_token_ids)
+        self._guard = guard if guard is not None else SpecialTokenGuard.of(tokenizer)
         self._prefix: PrefixCache | None = None
         self.reused_tokens_total = 0
         """Prompt tokens served from the kept prefix cache instead of prefilled, in total."""
@@ -174,8 +177,27 @@ class OnnxGenerator:
         return len(self._prefix.ids) if self._prefix else 0
 
     def render(self, user: str) -> str:
-        """Wrap ``user`` in the folder's prompt template."""
-        return self._manifest.render(user)
+        """Wrap ``user`` in the folder's prompt template; control tokens come only from it.
+
+        ``user`` holds sensor names, values and questions: any added token spelled in it
+        is neutralised (:mod:`.special`) so the tokenizer cannot parse it as one.
+        """
+        return self._manifest.render(self._untrusted(user))
+
+    def _untrusted(self, text: str) -> str:
+        safe = self._guard.neutralise(text)
+        # Check with the tokenizer itself: it also matches tokens after normalisation.
+        found = self._guard.ids.intersection(self.encode(safe))
+        if not found:
+            return safe
+        for token_id in sorted(found):
+            content = self._guard.contents[token_id]
+            safe = safe.replace(content, break_token(content))
+        safe = self._guard.harsh(safe)
+        if self._guard.ids.intersection(self.encode(safe)):
+            raise GenerationError("text spells a control token that cannot be escaped")
+        log.warning("control_token_escaped_harshly", tokens=len(found))
+        return safe
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``; special tokens written in the text are honoured."""

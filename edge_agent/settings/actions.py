@@ -9,13 +9,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, model_validator
 
-from edge_agent.actions.template import (
+from edge_agent.settings.base import Section
+from edge_agent.templates import (
     TemplateError,
     TemplateValue,
     check_template,
     placeholders,
 )
-from edge_agent.settings.base import Section
 
 _ACTION_NAME = r"^[a-z][a-z0-9_]{0,39}$"
 # Enum values and device names go between JSON quotes unescaped (constrained decoding)
@@ -65,6 +65,29 @@ class FloatParam(Section):
 ActionParam = Annotated[EnumParam | IntParam | FloatParam, Field(discriminator="type")]
 
 
+class Condition(Section):
+    """A deterministic reason for an ``auto`` action: a metric's current value crosses a bound.
+
+    Checked by the policy over the facts of the window being decided on: it holds when
+    at least one matching reading (``metric`` on one of ``devices``, in ``area``) is
+    above ``above`` or below ``below``.
+    """
+
+    metric: str = Field(min_length=1, max_length=64, description="Metric key, e.g. 'co2'.")
+    above: float | None = Field(None, description="Holds when a reading is above this.")
+    below: float | None = Field(None, description="Holds when a reading is below this.")
+    devices: tuple[str, ...] = Field(
+        (), description="Sensor devices whose readings count; empty: any device."
+    )
+    area: str | None = Field(None, description="Only readings of this area; unset: any.")
+
+    @model_validator(mode="after")
+    def _check_bound(self) -> Condition:
+        if self.above is None and self.below is None:
+            raise ValueError("a condition needs 'above' or 'below' (or both)")
+        return self
+
+
 class ActionSpec(Section):
     """One allowlisted action: what the model may propose and how it is carried out."""
 
@@ -90,7 +113,13 @@ class ActionSpec(Section):
     mode: Literal["off", "propose", "confirm", "auto"] = Field(
         "propose",
         description="'off': never; 'propose': publish only; 'confirm': run once approved "
-        "on <base>/<node_id>/action/approve; 'auto': run at once (low risk only).",
+        "on <base>/<node_id>/action/approve; 'auto': run at once (low risk only), and only "
+        "while 'when' holds; without 'when' it acts like 'confirm'.",
+    )
+    when: Condition | None = Field(
+        None,
+        description="For mode 'auto': the facts that must hold to run without approval, "
+        "e.g. { metric = 'co2', above = 1000 }. Otherwise the proposal awaits approval.",
     )
     cooldown_s: float = Field(
         300.0, ge=0, description="Least time between two runs on the same device."
@@ -126,6 +155,16 @@ class ActionSpec(Section):
         if len(self.devices) > 1 and "device" not in used:
             raise ValueError("several devices but neither template uses {device}")
         return self
+
+    @property
+    def auto_ready(self) -> bool:
+        """Mode 'auto' with a condition: may run without approval when it holds."""
+        return self.mode == "auto" and self.when is not None
+
+    @property
+    def effective_mode(self) -> str:
+        """The mode the engine applies: 'auto' without a condition acts like 'confirm'."""
+        return "confirm" if self.mode == "auto" and self.when is None else self.mode
 
 
 class QuietHours(Section):
@@ -172,6 +211,13 @@ class ActionsSettings(Section):
     quiet_hours: QuietHours | None = Field(
         None, description="Optional daily span without any action, e.g. 22:00-07:00."
     )
+    press_min_display_s: float = Field(
+        3.0,
+        ge=0,
+        le=3600,
+        description="A bare PRESS approves only a proposal pending (and shown) this long, "
+        "and only when it is the one pending; JSON approvals name their action_id.",
+    )
 
     @model_validator(mode="after")
     def _check_unique(self) -> ActionsSettings:
@@ -180,3 +226,13 @@ class ActionsSettings(Section):
         if dup or "none" in ids:
             raise ValueError(f"action ids must be unique and not 'none': {sorted(dup) or 'none'}")
         return self
+
+    def warnings(self) -> list[str]:
+        """Settings that load but do not do what they seem to (for ``config check``)."""
+        return [
+            f"actions.allow {a.id}: mode 'auto' has no 'when' condition, so it acts like "
+            "'confirm' (each proposal awaits approval); add e.g. when = { metric = 'co2', "
+            "above = 1000 }"
+            for a in self.allow
+            if a.mode == "auto" and a.when is None
+        ]

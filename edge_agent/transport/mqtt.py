@@ -20,6 +20,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge_agent.domain import OFFLINE, ONLINE
 from edge_agent.errors import TransportError
@@ -300,7 +301,17 @@ class MqttTransport:
         # was created, and whenever the broker has no session (expired, not persisted).
         if self.reconnects_total == 0 or not session_present:
             for topic in self._opt.subscriptions:
-                client.subscribe(topic, qos=self._opt.qos)
+                if self._v5:
+                    # No Local: the broker never hands us our own publishes (an action's
+                    # command under a sensor filter, or anything we might answer onto).
+                    # Retain As Published: a message published retained says so even
+                    # when it arrives live, so a retained approval is always seen as one.
+                    options = SubscribeOptions(
+                        qos=self._opt.qos, noLocal=True, retainAsPublished=True
+                    )
+                    client.subscribe(topic, options=options)
+                else:
+                    client.subscribe(topic, qos=self._opt.qos)
         if session_present:
             self._forget_unacked()
         # A retained 'offline' last will may have fired while we were away.

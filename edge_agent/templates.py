@@ -2,7 +2,8 @@
 
 A placeholder is ``{name}`` with ``name`` an identifier; every other brace is literal,
 so a JSON payload template reads naturally: ``{"state": "{state}", "brightness": {b}}``.
-Pure code: it imports nothing from the package but errors.
+Pure code that imports nothing from the package. It lives outside ``edge_agent.actions``
+so that settings can check templates without importing the package that imports them.
 """
 
 from __future__ import annotations
