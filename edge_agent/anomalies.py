@@ -1,6 +1,7 @@
 """Anomaly detection per reading: thresholds, rolling z-score, jumps and silent sensors.
 
-Each check is O(1) per reading: the z-score uses the running sums the
+Late readings (``SensorEvent.late``) are checked against thresholds only. Each check is
+O(1) per reading: the z-score uses the running sums the
 :class:`~edge_agent.facts.WindowStore` keeps, never a rescan of the window. Anomalies are
 deduplicated by (device, metric, kind): an active one is raised again only after
 ``cooldown_s``, and with ``clear_on_recovery`` a reading back in range ends it, so the
@@ -67,6 +68,10 @@ class AnomalyDetector:
         bounds = self._thresholds.get(metric)
         if bounds is not None:
             self._check_threshold(event, bounds, out)
+        if event.late:
+            # A reading from the past (a backlog after an outage): its step from the
+            # live "previous" reading is no jump, and it says nothing unusual about now.
+            return out
         base = store.baseline(event)
         if base is None:
             return out
