@@ -13,6 +13,7 @@ from typing import Any
 
 from edge_agent.errors import PayloadError
 from edge_agent.ingest.limits import (
+    MAX_INT_DIGITS,
     MAX_NUMBER_CHARS,
     check_depth,
     check_magnitude,
@@ -107,9 +108,12 @@ def text_number(text: str) -> float:
     word = text.strip()
     if non_ascii_digits(word):
         raise PayloadError("non_ascii_digits", f"{_clip(word)!r} has digits other than 0-9")
-    if len(word) > MAX_NUMBER_CHARS:
+    digits = word.lstrip("+-")
+    if len(word) > MAX_NUMBER_CHARS or (len(digits) > MAX_INT_DIGITS and digits.isdigit()):
         raise PayloadError(
-            "number_too_long", f"{len(word)} characters (at most {MAX_NUMBER_CHARS})"
+            "number_too_long",
+            f"{len(word)} characters (integers: at most {MAX_INT_DIGITS} digits, "
+            f"any number: {MAX_NUMBER_CHARS} characters)",
         )
     try:
         number = float(word)

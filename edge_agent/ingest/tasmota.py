@@ -16,6 +16,7 @@ dropped and named in one ``wrong_type_fields`` dead letter; other text (``Id``,
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -203,7 +204,7 @@ def _state(device: str, topic: str, doc: Any, source: Source, now: float) -> Par
             if isinstance(value, str):
                 events.append(source.event(device, key.lower(), switch_value(value), topic, now))
             else:
-                rejected.append(f"{clip(key)}: {field_problem(value, known=True)}")
+                rejected.append(f"{clip(key)}: {json.dumps(value)[:20]}, not ON or OFF")
         elif key == "Dimmer":
             number(key, value, "dimmer", "%")
         elif key == "UptimeSec":
