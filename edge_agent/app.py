@@ -252,7 +252,10 @@ async def run(
     if failure is not None:
         # Said on the retained status before 'offline', so whoever looks knows why.
         svc.status.fatal_error = failure
-        svc.status.publish_now()
+        try:
+            svc.status.publish_now()
+        except Exception as exc:  # the status task may be what died
+            log.error("status_failed", error=repr(exc))
     sdnotify.notify("STOPPING=1")
     log.info("agent_stopping")
     if svc.publisher is not None:
