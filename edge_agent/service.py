@@ -274,7 +274,9 @@ class Agent:
             total=self.deadletters_total,
         )
         letter = DeadLetter(reason, detail, topic, message.payload, now)
-        self._transport.publish(self._cfg.topics.deadletter, letter.to_payload())
+        # QoS 0: a diagnostic. At QoS 1 a flood of bad input (100k distinct names) piles
+        # up unacknowledged dead letters in memory and in the outbox, ahead of real news.
+        self._transport.publish(self._cfg.topics.deadletter, letter.to_payload(), qos=0)
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         task: asyncio.Task[object] = asyncio.create_task(coro, name=name)

@@ -55,7 +55,7 @@ class _Client:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"bench-names-{uuid.uuid4().hex[:6]}",
         )
-        self.client.max_inflight_messages_set(1000)
+        self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)
         self.client.on_message = lambda _c, _u, msg: self.inbox.put(msg)
         self.client.connect("127.0.0.1", port)
@@ -63,14 +63,17 @@ class _Client:
 
     def wait(self, topic: str, pred: Any = lambda _p: True, timeout: float = 120.0) -> bytes:
         deadline = time.monotonic() + timeout
+        last = b""
         while (left := deadline - time.monotonic()) > 0:
             try:
                 msg = self.inbox.get(timeout=left)
             except queue.Empty:
                 break
-            if msg.topic == topic and pred(msg.payload):
-                return bytes(msg.payload)
-        raise TimeoutError(f"nothing on {topic} in {timeout} s")
+            if msg.topic == topic:
+                last = bytes(msg.payload)
+                if pred(msg.payload):
+                    return last
+        raise TimeoutError(f"nothing on {topic} in {timeout} s; last: {last[:400]!r}")
 
     def ask(self, node: str, n: int) -> list[float]:
         times = []
