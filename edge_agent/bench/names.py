@@ -55,7 +55,7 @@ class _Client:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"bench-names-{uuid.uuid4().hex[:6]}",
         )
-        self.client.max_inflight_messages_set(100)
+        self.client.max_inflight_messages_set(0)  # unlimited: none wait in paho
         self.client.max_queued_messages_set(0)
         self.client.on_message = lambda _c, _u, msg: self.inbox.put(msg)
         self.client.connect("127.0.0.1", port)
