@@ -6,6 +6,11 @@ are measured first with 20 devices, then again after ``count`` readings from ``c
 distinct zigbee2mqtt device names. With the default caps most of those names are
 refused (``too_many_series``), which is the point: memory stays bounded and an ask
 does not scale with the names ever seen.
+
+:func:`ask_loop_ms` measures the part of an ask that runs on the event loop (facts of
+every series, then fitting them to the prompt budget) in-process, with the same names
+offered to a store with the default caps: the round trip also holds the generation,
+which grows with the prompt, not with the names.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.demo.broker import LocalMosquitto
+from edge_agent.domain import SensorEvent
+from edge_agent.facts import WindowStore
+from edge_agent.llm.base import Generator
+from edge_agent.narrate import Prompt, answer_prompt, narratable
+from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.worker import InferenceWorker
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +150,27 @@ def bench_names(model: Path, count: int = 100_000, asks: int = 5) -> NamesResult
             client.client.loop_stop()
             broker.stop()
     return NamesResult(count, rss_before, rss_after, before_ms, after_ms, status, publish_s)
+
+
+def ask_loop_ms(generator: Generator, names: int, repeats: int = 7) -> tuple[int, list[float]]:
+    """(series kept, ms per ask of facts + fit) after ``names`` distinct device names."""
+    store = WindowStore(300, baseline_s=3600)
+    now = 1.7e9
+    for i in range(names):
+        store.add(SensorEvent(f"dev-{i:06d}", "temperature", 21.0, now - 10 + i * 1e-6, "z"))
+    narrator = Narrator(InferenceWorker(generator, 4), NarratorConfig(8, 8, 60.0))
+
+    def build(subset: tuple[Any, ...]) -> Prompt:
+        return answer_prompt(
+            "How warm is it?", subset, style=generator.prompt_format, language="en", home=""
+        )
+
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        narrator.fit(narratable(store.facts(now)), build, answer=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return store.series_count, times
 
 
 def render(result: NamesResult) -> str:

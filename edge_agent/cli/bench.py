@@ -236,6 +236,18 @@ def _names(args: argparse.Namespace) -> int:
 
     if args.count < 1 or args.asks < 1:
         raise ConfigError("--count and --asks must be at least 1")
+    from edge_agent.app import load_generator
+    from edge_agent.bench.names import ask_loop_ms
+    from edge_agent.settings import ModelSettings
+
+    generator = load_generator(ModelSettings(path=args.model, threads=1, verify=False))
+    for names in (20, args.count):
+        kept, times = ask_loop_ms(generator, names)
+        print(
+            f"in-process, {names} names offered ({kept} series kept): an ask's facts + fit "
+            f"on the event loop: median {sorted(times)[len(times) // 2]:.1f} ms, "
+            f"max {max(times):.1f} ms"
+        )
     print(render(bench_names(args.model, args.count, args.asks)))
     return 0
 
