@@ -98,6 +98,33 @@ class _Client:
         return times
 
 
+def _publish_names(port: int, count: int, chunk: int = 500) -> None:
+    """QoS 1 readings from ``count`` distinct names, by a client driven from this thread.
+
+    paho's background thread was seen to stall with tens of thousands of publishes
+    queued from another thread; looping it here, chunk by chunk, never does.
+    """
+    pub = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"bench-names-pub-{uuid.uuid4().hex[:6]}",
+    )
+    pub.max_inflight_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    try:
+        for first in range(0, count, chunk):
+            infos = [
+                pub.publish(f"zigbee2mqtt/dev-{i:06d}", b'{"temperature": 21}', qos=1)
+                for i in range(first, min(first + chunk, count))
+            ]
+            deadline = time.monotonic() + 60
+            while not all(info.is_published() for info in infos):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the broker did not acknowledge the readings")
+                pub.loop(0.05)
+    finally:
+        pub.disconnect()
+
+
 def bench_names(model: Path, count: int = 100_000, asks: int = 5) -> NamesResult:
     """Run the whole measurement; needs ``mosquitto`` on PATH and a model folder."""
     with tempfile.TemporaryDirectory(prefix="edge-agent-names-") as tmp:
@@ -132,8 +159,7 @@ def bench_names(model: Path, count: int = 100_000, asks: int = 5) -> NamesResult
             before_ms = client.ask(node, asks)
             rss_before = _rss_mib(agent.pid)
             started = time.perf_counter()
-            for i in range(count):
-                client.client.publish(f"zigbee2mqtt/dev-{i:06d}", b'{"temperature": 21}', qos=1)
+            _publish_names(broker.port, count)
             total = 200 + count
 
             def done(p: bytes) -> bool:
