@@ -1,6 +1,7 @@
 """Anomaly detection per reading: thresholds, rolling z-score, jumps and silent sensors.
 
-Each check is O(1) per reading: the z-score uses the running sums the
+Late readings (``SensorEvent.late``) are checked against thresholds only. Each check is
+O(1) per reading: the z-score uses the running sums the
 :class:`~edge_agent.facts.WindowStore` keeps, never a rescan of the window.
 
 Thresholds have a lifecycle (``excursions.py``): one ``started`` per excursion, reminders
@@ -99,6 +100,10 @@ class AnomalyDetector:
             # It spoke, so it is no longer silent, whatever clear_on_recovery says.
             self._last_raised.pop((device, metric, "stale"), None)
         out += self.excursions.update(event)
+        if event.late:
+            # A reading from the past (a backlog after an outage): its step from the
+            # live "previous" reading is no jump, and it says nothing unusual about now.
+            return out
         base = store.baseline(event)
         if base is None:
             out += self.explainer.release(now)

@@ -19,7 +19,7 @@ from edge_agent.alerts import Alerts
 from edge_agent.alertstate import AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.connection import tls_options
-from edge_agent.errors import StartupError, TransportError
+from edge_agent.errors import ServiceFailedError, StartupError, TransportError
 from edge_agent.facts import WindowStore
 from edge_agent.ha.discovery import discovery_messages
 from edge_agent.ha.publisher import DiscoveryPublisher
@@ -120,6 +120,8 @@ def build_agent(
         stream_expiry_s=summary.stream_expiry_s,
         language=summary.language,
         home=summary.home,
+        late_after_s=settings.sensors.late_after_s,
+        max_clock_skew_s=settings.sensors.max_clock_skew_s,
     )
     store = WindowStore(summary.window_s, **settings.facts.model_dump())
     detector = AnomalyDetector(**settings.anomalies.model_dump())
@@ -363,7 +365,14 @@ async def _serve(settings: Settings, svc: Service, stop: asyncio.Event) -> None:
     watchdog = asyncio.create_task(_watchdog(stop, healthy), name="watchdog")
     sdnotify.notify("READY=1")
     log.info("agent_started", node_id=settings.mqtt.node_id, model=generator.model_id)
-    await stop.wait()
+    failure = await _until_stop_or_death(stop, tasks)
+    if failure is not None:
+        # Said on the retained status before 'offline', so whoever looks knows why.
+        svc.status.fatal_error = failure
+        try:
+            svc.status.publish_now()
+        except Exception as exc:  # the status task may be what died
+            log.error("status_failed", error=repr(exc))
     sdnotify.notify("STOPPING=1")
     log.info("agent_stopping")
     if svc.publisher is not None:
@@ -377,6 +386,29 @@ async def _serve(settings: Settings, svc: Service, stop: asyncio.Event) -> None:
     log.info(
         "agent_stopped", events=svc.agent.events_total, deadletters=svc.agent.deadletters_total
     )
+    if failure is not None:
+        raise ServiceFailedError(failure)
+
+
+async def _until_stop_or_death(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> str | None:
+    """Wait for ``stop``; if a main task ends first, say which and why (None on stop).
+
+    The agent, the worker and the status loop run until cancelled, so one that returns
+    or raises is dead, and a process without it must exit rather than stay up deaf.
+    """
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        done, _ = await asyncio.wait({stopping, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    dead = [t for t in tasks if t in done]
+    if not dead:
+        return None
+    task = dead[0]
+    error = None if task.cancelled() else task.exception()
+    reason = f"task {task.get_name()} ended: " + (repr(error) if error else "returned")
+    log.error("task_died", task=task.get_name(), reason=reason, exc_info=error)
+    return reason
 
 
 async def _watchdog(stop: asyncio.Event, healthy: Callable[[], bool]) -> None:

@@ -25,10 +25,14 @@ class SensorEvent:
     metric: str
     value: float
     ts: float
-    """Receive time, seconds since the epoch."""
+    """Reading time, seconds since the epoch: the payload's own time when it carries
+    one (``edge_agent.ingest.timing``), else the receive time."""
     topic: str
     unit: str | None = None
     area: str | None = None
+    late: bool = False
+    """Received well after it was taken (or retained): kept at ``ts`` in the window, but
+    not used for jump or z-score anomalies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +343,8 @@ class AskRequest:
                 doc = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"question JSON is invalid: {exc.msg}") from exc
+            except RecursionError as exc:  # the agent checks depth first; this is a backstop
+                raise ValueError("question JSON is nested too deep") from exc
             if not isinstance(doc, dict) or not isinstance(doc.get("q"), str):
                 raise ValueError('expected {"q": "<question>", "id": ..., "reply_to": ...}')
             text = doc["q"].strip()

@@ -79,5 +79,13 @@ class BacklogFullError(GenerationError):
     """The inference backlog is full and the request was not accepted."""
 
 
+class ServiceFailedError(EdgeAgentError):
+    """A main task (intake, inference worker, status) ended while the service ran.
+
+    The process exits non-zero so that its supervisor (systemd) restarts it: a live
+    process whose intake is dead must not exist.
+    """
+
+
 class TransportError(EdgeAgentError):
     """The broker connection failed or refused an operation."""

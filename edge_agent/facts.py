@@ -1,11 +1,18 @@
-"""Rolling windows per device and metric, and the deterministic facts computed from them."""
+"""Rolling windows per device and metric, and the deterministic facts computed from them.
+
+The store is bounded: at most ``max_series`` series and ``max_devices`` devices (a new
+one past a cap is refused and counted), series are indexed by area so one area's facts
+cost that area's series only, and series with nothing left in the retention are pruned
+a few at a time, oldest first, from an order kept by last reading.
+"""
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from operator import mul
 from statistics import median
@@ -17,6 +24,9 @@ _GAP_SAMPLES = 15
 
 _MIN_RESUM = 64
 """Running sums are recomputed after this many evictions at the least (see _Series)."""
+
+_PRUNE_EVERY = 1024
+"""Readings added between two prunes when nothing asks for facts (bounds memory alone)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +107,13 @@ class _Series:
         self.prev_value: float | None = None
         self.prev_ts: float | None = None
 
-    def add(self, event: SensorEvent, horizon_s: float, max_points: int) -> None:
+    def add(self, event: SensorEvent, horizon_s: float, max_points: int) -> bool:
+        """File one reading; True if it is now the newest (the series' order key moved)."""
         value = event.value
         ts = event.ts
+        if self.last_event is not None and event.late and ts < self.last_ts:
+            self._insert(event, horizon_s, max_points)
+            return False
         if self.last_event is not None:
             gap = ts - self.last_ts
             if gap > 0:
@@ -128,6 +142,28 @@ class _Series:
         if len(self.values) > max_points:
             self._pop()
         self.evict(ts - horizon_s)
+        return True
+
+    def _insert(self, event: SensorEvent, horizon_s: float, max_points: int) -> None:
+        """A late reading older than the newest: filed at its own time, in order.
+
+        It changes no "last" or "previous" reading, gap or transition: those describe
+        the live stream. It still counts for min/max/mean/trend over its window.
+        """
+        ts, value = event.ts, event.value
+        if ts < self.last_ts - horizon_s:
+            return  # already outside what the window keeps
+        if self.binary and ((value != 0.0 and value != 1.0) or event.unit is not None):
+            self.binary = False
+            self.changes.clear()
+        i = bisect_right(self.ts, ts)
+        self.ts.insert(i, ts)
+        self.values.insert(i, value)
+        d = value - self.ref
+        self.s1 += d
+        self.s2 += d * d
+        if len(self.values) > max_points:
+            self._pop()
 
     def evict(self, start: float) -> None:
         ts = self.ts
@@ -176,9 +212,12 @@ class WindowStore:
     """Keeps readings per (device, metric) and computes facts over a rolling window.
 
     ``window_s`` is the window facts describe; ``baseline_s`` (at least ``window_s``) is
-    how long readings are kept for anomaly baselines. A series is remembered for
-    ``forget_after_s`` after its last reading so that a silent sensor is still reported
-    stale once its readings have left the window.
+    how long readings are kept for anomaly baselines. A series whose usual interval is
+    known is remembered for ``forget_after_s`` after its last reading so that a silent
+    sensor is still reported stale once its readings have left the window; one without
+    (fewer than ``stale_min_gaps`` gaps: a one-off name) is pruned once nothing of it is
+    left in the baseline. Past ``max_series`` series or ``max_devices`` devices a new
+    series is refused (:meth:`add` returns False, ``refused_total`` counts it).
     """
 
     def __init__(
@@ -192,6 +231,8 @@ class WindowStore:
         stale_min_gaps: int = 3,
         forget_after_s: float = 86_400.0,
         max_changes: int = 20,
+        max_series: int = 5000,
+        max_devices: int = 1000,
     ) -> None:
         self._window_s = window_s
         self._horizon_s = max(window_s, baseline_s or 0.0)
@@ -201,15 +242,69 @@ class WindowStore:
         self._stale_min_gaps = stale_min_gaps
         self._forget_after_s = max(forget_after_s, self._horizon_s)
         self._max_changes = max_changes
+        self._max_series = max_series
+        self._max_devices = max_devices
+        # Insertion order is the order of last readings: a series moves to the end when
+        # it gets a newer one, so pruning reads from the front and stops at the first
+        # series that is still current.
         self._series: dict[tuple[str, str], _Series] = {}
+        self._areas: dict[str | None, dict[tuple[str, str], _Series]] = {}
+        self._devices: dict[str, int] = {}
+        """Series per device, for the device cap and the names grounding checks."""
+        self._latest = -math.inf
+        self._adds = 0
+        self.refused_total = 0
+        """New series refused because a cap was reached."""
+        self.pruned_total = 0
+        """Series forgotten for silence."""
+        self.names: AbstractSet[str] = _Names(self._devices, self._areas)
+        """Every device and area in the store, live (for the grounding check)."""
 
-    def add(self, event: SensorEvent) -> None:
-        """Append one reading; old ones leave by time and by ``max_points_per_series``."""
+    @property
+    def horizon_s(self) -> float:
+        """How far back readings are kept (the baseline, at least the window)."""
+        return self._horizon_s
+
+    @property
+    def series_count(self) -> int:
+        """Series in the store."""
+        return len(self._series)
+
+    def add(self, event: SensorEvent) -> bool:
+        """Append one reading; old ones leave by time and by ``max_points_per_series``.
+
+        False if the reading starts a new series past ``max_series`` or ``max_devices``:
+        it is refused, not stored.
+        """
         key = (event.device, event.metric)
+        if event.ts > self._latest:
+            self._latest = event.ts
+        self._adds += 1
+        if self._adds % _PRUNE_EVERY == 0:
+            self._prune(self._latest)
         series = self._series.get(key)
         if series is None:
+            if not self._has_room(event.device):
+                self._prune(self._latest)
+                if not self._has_room(event.device):
+                    self.refused_total += 1
+                    return False
             series = self._series[key] = _Series(event, self._max_changes)
-        series.add(event, self._horizon_s, self._max_points)
+            self._devices[event.device] = self._devices.get(event.device, 0) + 1
+            self._areas.setdefault(event.area, {})[key] = series
+        elif series.area != event.area:
+            self._unfile(key, series.area)
+            self._areas.setdefault(event.area, {})[key] = series
+        if series.add(event, self._horizon_s, self._max_points):
+            # Newest reading: move to the end of the prune order (O(1) amortised).
+            del self._series[key]
+            self._series[key] = series
+        return True
+
+    def _has_room(self, device: str) -> bool:
+        if len(self._series) >= self._max_series:
+            return False
+        return device in self._devices or len(self._devices) < self._max_devices
 
     def add_all(self, events: Iterable[SensorEvent]) -> None:
         """Append several readings."""
@@ -232,31 +327,49 @@ class WindowStore:
         without readings in the window are left out unless they are stale, in which case
         they appear with ``count=0`` and their last reading as last/min/max/mean.
         """
-        self._sweep(now)
-        start = now - min(window_s or self._window_s, self._horizon_s)
-        out = []
-        for key in sorted(self._series):
-            fact = self._summarise(self._series[key], start, now)
-            if fact is not None:
-                out.append(fact)
-        return tuple(out)
+        self._prune(now)
+        return self._facts_of(self._series, now, window_s)
+
+    def area_facts(
+        self, area: str | None, now: float, window_s: float | None = None
+    ) -> tuple[MetricFacts, ...]:
+        """:meth:`facts` of one area only; costs that area's series, not all of them."""
+        self._prune(now)
+        return self._facts_of(self._areas.get(area, {}), now, window_s)
 
     def facts_by_area(
         self, now: float, window_s: float | None = None
     ) -> dict[str | None, tuple[MetricFacts, ...]]:
         """:meth:`facts` grouped by area, areas sorted by name and ``None`` (no area) last."""
-        groups: dict[str | None, list[MetricFacts]] = {}
-        for fact in self.facts(now, window_s):
-            groups.setdefault(fact.area, []).append(fact)
-        order = sorted(groups, key=lambda a: (a is None, a or ""))
-        return {area: tuple(groups[area]) for area in order}
+        self._prune(now)
+        order = sorted(self._areas, key=lambda a: (a is None, a or ""))
+        out = {}
+        for area in order:
+            facts = self._facts_of(self._areas[area], now, window_s)
+            if facts:
+                out[area] = facts
+        return out
+
+    def _facts_of(
+        self, series: dict[tuple[str, str], _Series], now: float, window_s: float | None
+    ) -> tuple[MetricFacts, ...]:
+        start = now - min(window_s or self._window_s, self._horizon_s)
+        horizon = now - self._horizon_s
+        out = []
+        for key in sorted(series):
+            one = series[key]
+            one.evict(horizon)
+            fact = self._summarise(one, start, now)
+            if fact is not None:
+                out.append(fact)
+        return tuple(out)
 
     def silent(self, now: float) -> tuple[Silence, ...]:
         """Series with no reading for ``stale_factor`` x their usual interval, sorted.
 
         Cheaper than :meth:`facts` (no window maths), for frequent stale checks.
         """
-        self._sweep(now)
+        self._prune(now)
         out = []
         for key in sorted(self._series):
             series = self._series[key]
@@ -277,14 +390,37 @@ class WindowStore:
                 )
         return tuple(out)
 
-    def _sweep(self, now: float) -> None:
-        """Evict readings past the baseline and forget series silent for too long."""
-        start = now - self._horizon_s
+    def _prune(self, now: float) -> None:
+        """Forget series with nothing left in the baseline and no rhythm to be stale by,
+        and any series silent for ``forget_after_s``.
+
+        Reads the prune order from the front and stops at the first series with a
+        reading in the baseline, so it costs the series it removes plus the silent
+        sensors still kept for stale reports.
+        """
+        horizon = now - self._horizon_s
         forget = now - self._forget_after_s
-        for key in [k for k, s in self._series.items() if s.last_ts < forget]:
-            del self._series[key]
-        for series in self._series.values():
-            series.evict(start)
+        doomed = []
+        for key, series in self._series.items():
+            if series.last_ts >= horizon:
+                break
+            if series.last_ts < forget or series.interval(self._stale_min_gaps) is None:
+                doomed.append(key)
+        for key in doomed:
+            series = self._series.pop(key)
+            self._unfile(key, series.area)
+            left = self._devices[series.device] - 1
+            if left:
+                self._devices[series.device] = left
+            else:
+                del self._devices[series.device]
+        self.pruned_total += len(doomed)
+
+    def _unfile(self, key: tuple[str, str], area: str | None) -> None:
+        bucket = self._areas[area]
+        del bucket[key]
+        if not bucket:
+            del self._areas[area]
 
     def _stale_limit(self, interval: float | None) -> float | None:
         if interval is None:
@@ -338,6 +474,28 @@ class WindowStore:
             stale=stale,
             interval_s=interval,
         )
+
+
+class _Names(AbstractSet[str]):
+    """A live, read-only view of the store's device and area names."""
+
+    def __init__(
+        self, devices: dict[str, int], areas: dict[str | None, dict[tuple[str, str], _Series]]
+    ) -> None:
+        self._devices = devices
+        self._areas = areas
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._devices or (name is not None and name in self._areas)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._devices
+        for area in self._areas:
+            if area is not None and area not in self._devices:
+                yield area
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _slope_per_h(ts: list[float], values: list[float]) -> float | None:

@@ -31,6 +31,8 @@ from edge_agent.errors import PayloadError
 from edge_agent.facts import WindowStore
 from edge_agent.grounding import numbers_in
 from edge_agent.ingest import Payload, Source, SourceOptions, build_source
+from edge_agent.ingest.limits import check_clean, check_depth, clean
+from edge_agent.ingest.timing import TimePolicy
 from edge_agent.narrate import (
     PROMPT_VERSION,
     Prompt,
@@ -98,6 +100,8 @@ class AgentConfig:
     stream_expiry_s: int = 60
     language: str = "en"
     home: str = ""
+    late_after_s: float = 30.0
+    max_clock_skew_s: float = 60.0
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -141,7 +145,14 @@ class Agent:
         """Rate limits, "alert active" states and saved excursions; None: publish all."""
         self._tasks: set[asyncio.Task[object]] = set()
         self._last_anomaly_summary: dict[str | None, float] = {}
-        self._names: set[str] = set()
+        self._names = store.names
+        self._timing = TimePolicy(
+            late_after_s=config.late_after_s,
+            max_skew_s=config.max_clock_skew_s,
+            max_age_s=store.horizon_s,
+        )
+        self._error_kinds: dict[str, int] = {}
+        """Messages that failed per exception type: the first is logged with a traceback."""
         self.retained: dict[str, bytes] = {}
         """The last retained payload per topic, to re-publish after a Home Assistant birth."""
         self.events_total = 0
@@ -150,10 +161,24 @@ class Agent:
         self.ask_errors_total = 0
         """Asks answered with an error payload (busy, expired, internal_error)."""
 
+        self.ignored_total = 0
+        self.internal_errors_total = 0
+
     @property
     def alert_counters(self) -> dict[str, int]:
         """Notifications sent and suppressed, open excursions (for the status topic)."""
         return {} if self._alerts is None else self._alerts.counters()
+
+    @property
+    def intake_counters(self) -> dict[str, int]:
+        """Counters of the intake path for the status topic."""
+        return {
+            "ignored_total": self.ignored_total,
+            "internal_errors_total": self.internal_errors_total,
+            "series_total": self._store.series_count,
+            "series_refused_total": self._store.refused_total,
+            "series_pruned_total": self._store.pruned_total,
+        }
 
     @property
     def narrator_stats(self) -> tuple[int, int, float | None, str | None]:
@@ -182,7 +207,37 @@ class Agent:
                 task.cancel()
 
     def handle(self, message: Message) -> None:
-        """Dispatch one message; a bad one is dead-lettered, never raised."""
+        """Dispatch one message in isolation; a bad one is dead-lettered, never raised.
+
+        Whatever fails while handling it (an adapter, the windows, a detector, a
+        handler, publishing) ends here as an ``internal_error`` dead letter, so intake
+        goes on and the transport acknowledges the message when the next is asked for.
+        """
+        try:
+            self._dispatch(message)
+        except Exception as exc:  # one message must never stop intake
+            self._internal_error(message, exc)
+
+    def _internal_error(self, message: Message, exc: Exception) -> None:
+        """Count, log (the traceback once per exception type) and dead-letter a failure."""
+        self.internal_errors_total += 1
+        kind = type(exc).__name__
+        seen = self._error_kinds[kind] = self._error_kinds.get(kind, 0) + 1
+        try:
+            detail = f"{kind}: {clean(str(exc))[:300]}"
+        except Exception:  # a broken __str__ must not escape either
+            detail = kind
+        topic = clean(message.topic)
+        if seen == 1:
+            log.error("message_failed", topic=topic, error=kind, exc_info=exc)
+        else:
+            log.warning("message_failed", topic=topic, error=kind, count=seen)
+        try:
+            self._dead_letter(message, "internal_error", detail, self._clock())
+        except Exception as again:  # e.g. the transport itself is failing
+            log.error("deadletter_failed", topic=topic, error=type(again).__name__)
+
+    def _dispatch(self, message: Message) -> None:
         handler = self._handlers.get(message.topic)
         if handler is not None:
             handler(message)
@@ -197,33 +252,51 @@ class Agent:
             return  # one of our own topics echoing back, or a filter overlap
         now = self._clock()
         try:
-            events = route.source.parse(
+            parsed = route.source.read(
                 message.topic, Payload(message.payload, self._cfg.max_payload_bytes), now
             )
+            events = self._timing.apply(parsed.events, now, retained=message.retain)
         except PayloadError as exc:
             self._dead_letter(message, exc.reason, exc.detail, now)
             return
+        if parsed.ignored is not None:
+            self.ignored_total += 1
+            return
+        refused = 0
         for event in events:
-            self._store.add(event)
-            self._names.add(event.device)
-            if event.area:
-                self._names.add(event.area)
+            if not self._store.add(event):
+                refused += 1
+                continue
             for anomaly in self._detector.check(event, self._store):
                 self._on_anomaly(anomaly)
-        self.events_total += len(events)
+        self.events_total += len(events) - refused
+        if parsed.rejected:
+            self._dead_letter(message, "wrong_type_fields", "; ".join(parsed.rejected), now)
+        if refused:
+            self._dead_letter(
+                message,
+                "too_many_series",
+                f"{refused} new series refused: the windows hold {self._store.series_count} "
+                "series (facts.max_series) of at most facts.max_devices devices",
+                now,
+            )
 
     def _dead_letter(self, message: Message, reason: str, detail: str, now: float) -> None:
         self.deadletters_total += 1
+        # Details quote the payload: no lone surrogate may reach the log or json.dumps.
+        detail, topic = clean(detail), clean(message.topic)
         record(
             log.warning,
             "payload_rejected",
-            topic=message.topic,
+            topic=topic,
             reason=reason,
             detail=detail,
             total=self.deadletters_total,
         )
-        letter = DeadLetter(reason, detail, message.topic, message.payload, now)
-        self._transport.publish(self._cfg.topics.deadletter, letter.to_payload())
+        letter = DeadLetter(reason, detail, topic, message.payload, now)
+        # QoS 0: a diagnostic. At QoS 1 a flood of bad input (100k distinct names) piles
+        # up unacknowledged dead letters in memory and in the outbox, ahead of real news.
+        self._transport.publish(self._cfg.topics.deadletter, letter.to_payload(), qos=0)
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
         task: asyncio.Task[object] = asyncio.create_task(coro, name=name)
@@ -242,13 +315,19 @@ class Agent:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self._cfg.interval_s)
-            now = self._clock()
-            for anomaly in self._detector.check_stale(self._store, now):
-                self._on_anomaly(anomaly)
-            if self._alerts is not None:
-                self._alerts.save()  # a peak that rose since the last lifecycle step
-            for area, facts in self._store.facts_by_area(now).items():
-                self._spawn(self.summarise(area, facts, end=now), f"digest:{area}")
+            try:
+                self._tick_once()
+            except Exception as exc:  # one bad tick must not end digests
+                log.error("tick_failed", error=type(exc).__name__, exc_info=exc)
+
+    def _tick_once(self) -> None:
+        now = self._clock()
+        for anomaly in self._detector.check_stale(self._store, now):
+            self._on_anomaly(anomaly)
+        if self._alerts is not None:
+            self._alerts.save()  # a peak that rose since the last lifecycle step
+        for area, facts in self._store.facts_by_area(now).items():
+            self._spawn(self.summarise(area, facts, end=now), f"digest:{area}")
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
         if self._alerts is not None:
@@ -274,7 +353,7 @@ class Agent:
         if last is not None and now - last < self._cfg.anomaly_min_interval_s:
             return  # rate-limited: the event above already told subscribers
         self._last_anomaly_summary[anomaly.area] = now
-        facts = self._store.facts_by_area(now).get(anomaly.area, ())
+        facts = self._store.area_facts(anomaly.area, now)
         self._spawn(
             self.summarise(anomaly.area, facts, end=now, anomalies=(anomaly,)),
             f"anomaly:{anomaly.area}",
@@ -390,6 +469,9 @@ class Agent:
                 self._actions.record_ignored("ask", message, "retained")
             return
         try:
+            # Depth before decoding, surrogates after: a 10,000-deep {"q": [[[... or a
+            # "\ud800" question must not reach the JSON decoder or the tokenizer.
+            check_depth(message.payload.decode("utf-8", "replace"))
             request = AskRequest.from_payload(
                 message.payload,
                 default_reply_to=self._cfg.topics.answer,
@@ -398,6 +480,10 @@ class Agent:
                 expiry_s=message.message_expiry_s,
                 now=now,
             )
+            check_clean(request.question, request.reply_to, request.id or "")
+        except PayloadError as exc:
+            self._dead_letter(message, exc.reason, exc.detail, now)
+            return
         except ValueError as exc:
             self._dead_letter(message, "bad_question", str(exc), now)
             return

@@ -24,6 +24,9 @@ class _Agent(Protocol):
     @property
     def narrator_stats(self) -> tuple[int, int, float | None, str | None]: ...
 
+    @property
+    def intake_counters(self) -> dict[str, int]: ...
+
 
 class StatusReporter:
     """Publishes a :class:`Status` every ``interval_s`` (retained, so late joiners see it)."""
@@ -55,6 +58,8 @@ class StatusReporter:
         self._backend = backend
         self._started = time.monotonic()
         self._last = (self._started, 0)
+        self.fatal_error: str | None = None
+        """Why the service is exiting (a main task died); wins over the narrator's error."""
 
     def snapshot(self) -> Status:
         """The current status; events/s is measured since the previous snapshot."""
@@ -71,13 +76,14 @@ class StatusReporter:
             queue_depth=self._queue_depth(),
             outbox_size=self._outbox_size(),
             decode_tok_s=tok_s,
-            last_error=last_error,
+            last_error=self.fatal_error or last_error,
             counters={
                 "events_total": events,
                 "deadletters_total": self._agent.deadletters_total,
                 "asks_total": self._agent.asks_total,
                 "grounded_total": grounded,
                 "fallbacks_total": fallbacks,
+                **self._agent.intake_counters,
                 **self._backlog(),
                 **(self._alerts() if self._alerts is not None else {}),
             },

@@ -66,7 +66,7 @@ def test_not_finite(adapter: str, flt: str, topic: str, payload: bytes, kw: dict
 def test_wrong_type() -> None:
     assert reason("plain", "home/#", "home/x/t", b"twenty") == "wrong_type"
     assert reason("plain", "home/#", "home/x/t", b"1_000") == "wrong_type"
-    assert reason("generic", "w/+", "w/x", b'{"t":"21"}', fields={"t": "t"}) == "wrong_type"
+    assert reason("generic", "w/+", "w/x", b'{"t":"21"}', fields={"t": "t"}) == "wrong_type_fields"
 
 
 def test_out_of_range_rejects_the_message_and_names_the_metric() -> None:

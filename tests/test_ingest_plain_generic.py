@@ -98,16 +98,17 @@ def test_generic_root_path_reads_a_bare_json_number() -> None:
     assert (event.device, event.metric, event.value) == ("tank", "level", 42.0)
 
 
-def test_generic_path_to_text_is_wrong_type() -> None:
+def test_generic_path_to_text_is_a_wrong_type_field() -> None:
     with pytest.raises(PayloadError) as err:
         parse("generic", "weather/+", "weather/x", WEATHER, fields={"t": "station"})
-    assert err.value.reason == "wrong_type"
+    assert err.value.reason == "wrong_type_fields"
+    assert err.value.detail.startswith("t: ")
 
 
-def test_generic_path_to_null_is_wrong_type() -> None:
+def test_generic_path_to_null_is_a_wrong_type_field() -> None:
     with pytest.raises(PayloadError) as err:
         parse("generic", "weather/+", "weather/x", WEATHER, fields={"gust": "wind.gust"})
-    assert err.value.reason == "wrong_type"
+    assert (err.value.reason, err.value.detail) == ("wrong_type_fields", "gust: null, not a number")
 
 
 def test_generic_without_any_configured_path_present_has_no_usable_fields() -> None:

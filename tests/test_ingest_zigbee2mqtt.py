@@ -44,7 +44,8 @@ def test_climate_sensor_state_becomes_one_event_per_reading() -> None:
         "°C",
         "kitchen",
     )
-    assert (temp.ts, temp.topic) == (NOW, "zigbee2mqtt/kitchen_climate")
+    # last_seen is the readings' own time, and not a reading itself.
+    assert (temp.ts, temp.topic) == (1714557600.0, "zigbee2mqtt/kitchen_climate")
     assert events["pressure"].unit == "hPa"
 
 

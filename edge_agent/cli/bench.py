@@ -33,7 +33,7 @@ _DEFAULT_PEER_VENV = Path.home() / ".cache" / "edge-agent" / "bench-venv" / "bin
 
 
 def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``edge-agent bench model|ingest|broker|actions|narration``."""
+    """Register ``edge-agent bench model|ingest|names|broker|actions|narration``."""
     group = sub.add_parser(
         "bench",
         help="benchmarks that print ratios against a peer measured in the same run",
@@ -186,6 +186,20 @@ def _add_ingest(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ingest.add_argument("--messages", type=int, default=200_000, help="messages (200000)")
     ingest.add_argument("--repeats", type=int, default=3, help="best of this many runs (3)")
     ingest.set_defaults(handler=_ingest)
+    names = bench_sub.add_parser(
+        "names",
+        help="agent RSS and ask round trip before/after N distinct device names",
+        description="Starts a local Mosquitto and `edge-agent run` on MODEL, measures the ask "
+        "round trip and the agent's RSS, publishes N readings from N distinct zigbee2mqtt "
+        "device names, and measures both again.",
+        epilog="example:\n  edge-agent bench names --model ~/.cache/edge-agent/models/tiny "
+        "--count 100000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    names.add_argument("--model", type=Path, required=True, help="model folder to serve")
+    names.add_argument("--count", type=int, default=100_000, help="distinct names (100000)")
+    names.add_argument("--asks", type=int, default=5, help="asks timed before and after (5)")
+    names.set_defaults(handler=_names)
 
 
 def _add_broker(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -216,6 +230,27 @@ def _ingest(args: argparse.Namespace) -> int:
     from edge_agent.bench.ingest import bench_ingest, render
 
     print(render(bench_ingest(args.messages, repeats=args.repeats)))
+    return 0
+
+
+def _names(args: argparse.Namespace) -> int:
+    from edge_agent.bench.names import bench_names, render
+
+    if args.count < 1 or args.asks < 1:
+        raise ConfigError("--count and --asks must be at least 1")
+    from edge_agent.app import load_generator
+    from edge_agent.bench.names import ask_loop_ms
+    from edge_agent.settings import ModelSettings
+
+    generator = load_generator(ModelSettings(path=args.model, threads=1, verify=False))
+    for names in (20, args.count):
+        kept, times = ask_loop_ms(generator, names)
+        print(
+            f"in-process, {names} names offered ({kept} series kept): an ask's facts + fit "
+            f"on the event loop: median {sorted(times)[len(times) // 2]:.1f} ms, "
+            f"max {max(times):.1f} ms"
+        )
+    print(render(bench_names(args.model, args.count, args.asks)))
     return 0
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from edge_agent.cli.options import add_config_option
+from edge_agent.errors import ServiceFailedError
 from edge_agent.logs import configure_logging
 from edge_agent.settings import load_settings
 
@@ -30,5 +32,10 @@ def _run(args: argparse.Namespace) -> int:
     # `run`, so `--help` and `config check` answer at once on a Pi.
     from edge_agent import app
 
-    asyncio.run(app.run(settings))
+    try:
+        asyncio.run(app.run(settings))
+    except ServiceFailedError as exc:
+        # Non-zero so systemd's Restart=on-failure starts a fresh process.
+        print(f"edge-agent: {exc}; exiting so the service manager restarts it", file=sys.stderr)
+        return 1
     return 0

@@ -1,11 +1,22 @@
 """Payload adapters: pure functions from (topic, payload) to typed sensor events.
 
 Every adapter has the :data:`Adapter` signature and decodes the payload itself through
-:class:`Payload`, so size, UTF-8 and NaN checks are the same everywhere. It raises
-:class:`~edge_agent.errors.PayloadError` with a stable reason code for input it cannot
-use (``too_large``, ``invalid_utf8``, ``not_json``, ``not_finite``, ``wrong_type``,
-``out_of_range``, ``unknown_shape``, ``no_usable_fields``) and returns ``[]`` for topics
-it deliberately ignores.
+:class:`Payload`, so size, UTF-8, depth, number, Unicode and NaN checks are the same
+everywhere. Each message ends in exactly one outcome (see ``docs/intake.md``):
+
+- events (a :class:`Parsed` with events); fields of the wrong type inside an object are
+  dropped and listed in ``Parsed.rejected``, which the agent publishes as one
+  ``wrong_type_fields`` dead letter while the valid fields are ingested;
+- a :class:`~edge_agent.errors.PayloadError` with a stable reason code: ``too_large``,
+  ``invalid_utf8``, ``not_json``, ``too_deep``, ``number_too_long``, ``out_of_range``,
+  ``non_ascii_digits``, ``invalid_unicode``, ``not_finite``, ``wrong_type``,
+  ``wrong_type_fields``, ``bad_name``, ``unknown_shape``, ``no_usable_fields``;
+- a documented ignore, ``Parsed.ignored`` (one of :data:`IGNORE_REASONS`): an empty
+  payload, a topic that carries no readings, Home Assistant's ``unavailable``
+  placeholders, statestream metadata attributes (``friendly_name``, ``icon``...).
+
+Statestream attributes that are null, text, lists or objects are dead-lettered as
+``wrong_type`` unless their name is a known metadata attribute (``statestream.METADATA``).
 """
 
 from __future__ import annotations
@@ -16,11 +27,21 @@ from edge_agent.errors import ConfigError
 from edge_agent.ingest import esphome, generic, plain, statestream, tasmota, zigbee2mqtt
 from edge_agent.ingest.paths import compile_path
 from edge_agent.ingest.payload import Payload
-from edge_agent.ingest.source import Adapter, Source, SourceOptions
+from edge_agent.ingest.source import (
+    IGNORE_REASONS,
+    Adapter,
+    IgnoreReason,
+    Parsed,
+    Source,
+    SourceOptions,
+)
 
 __all__ = [
     "ADAPTERS",
+    "IGNORE_REASONS",
     "Adapter",
+    "IgnoreReason",
+    "Parsed",
     "Payload",
     "Source",
     "SourceOptions",
@@ -69,8 +90,10 @@ def build_source(
         device=opts.device,
         metric=opts.metric,
         fields=MappingProxyType(dict(opts.fields)),
+        time_path=opts.time_path,
     )
-    return Source(parse, topic_prefix(topic_filter), area, frozen, paths)
+    time_steps = None if opts.time_path is None else compile_path(opts.time_path)
+    return Source(parse, topic_prefix(topic_filter), area, frozen, paths, time_steps)
 
 
 def topic_prefix(topic_filter: str) -> str:

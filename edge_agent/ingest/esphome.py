@@ -7,10 +7,9 @@ metric is the object id. ESPHome sends units only in discovery, so they come fro
 
 from __future__ import annotations
 
-from edge_agent.domain import SensorEvent
 from edge_agent.errors import PayloadError
 from edge_agent.ingest.payload import Payload, availability_value, switch_value, text_number
-from edge_agent.ingest.source import Source
+from edge_agent.ingest.source import Parsed, Source
 
 # Components whose state topic is a number, or ON/OFF; the rest (text_sensor, light's
 # JSON schema, climate...) are not readings this adapter understands.
@@ -18,14 +17,15 @@ _NUMERIC = frozenset({"sensor", "number"})
 _SWITCHES = frozenset({"binary_sensor", "switch"})
 
 
-def parse(topic: str, payload: Payload, source: Source, now: float) -> list[SensorEvent]:
-    """Events from one ESPHome message; debug, command and other topics give none."""
+def parse(topic: str, payload: Payload, source: Source, now: float) -> Parsed:
+    """Events from one ESPHome message; debug, command and other topics are ignored."""
     node_path, _, leaf = topic.rpartition("/")
     if leaf == "status":
         node = _node(node_path, source.prefix)
-        return [source.event(node, "available", availability_value(payload.text()), topic, now)]
+        value = availability_value(payload.text())
+        return Parsed([source.event(node, "available", value, topic, now)])
     if leaf != "state":
-        return []
+        return _NOT_READINGS
     parts = node_path.rsplit("/", 2)
     if len(parts) < 3 or not parts[0]:
         raise PayloadError("unknown_shape", "expected <prefix>/<component>/<object_id>/state")
@@ -36,8 +36,11 @@ def parse(topic: str, payload: Payload, source: Source, now: float) -> list[Sens
     elif component in _SWITCHES:
         value = switch_value(payload.text())
     else:
-        return []
-    return [source.event(_node(node_path, source.prefix), object_id, value, topic, now)]
+        return _NOT_READINGS
+    return Parsed([source.event(_node(node_path, source.prefix), object_id, value, topic, now)])
+
+
+_NOT_READINGS = Parsed.ignore("not_readings")
 
 
 def _node(node_path: str, prefix: str) -> str:

@@ -1,4 +1,8 @@
-"""The raw MQTT payload and the checked decoders every adapter reads it through."""
+"""The raw MQTT payload and the checked decoders every adapter reads it through.
+
+Every limit of :mod:`edge_agent.ingest.limits` applies here: depth before decoding,
+number literals while decoding, lone surrogates after, magnitude and digits per reading.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.errors import PayloadError
+from edge_agent.ingest.limits import (
+    MAX_INT_DIGITS,
+    MAX_NUMBER_CHARS,
+    check_depth,
+    check_magnitude,
+    check_unicode,
+    non_ascii_digits,
+    parse_float,
+    parse_int,
+)
 
 DEFAULT_MAX_BYTES = 65536
 
@@ -18,7 +32,11 @@ def _reject_constant(name: str) -> Any:
 
 # One decoder for the process: json.loads(..., parse_constant=...) would build a new
 # JSONDecoder on every call, which is measurable at tens of thousands of messages/s.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The number hooks see each literal before int()/float() do, so a 5,000-digit integer is
+# a reason code, not a ValueError (or an OverflowError once it meets float()).
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=parse_int, parse_float=parse_float
+)
 
 _SWITCH_WORDS: dict[str, float] = {"on": 1.0, "off": 0.0, "true": 1.0, "false": 0.0}
 _AVAILABILITY_WORDS: dict[str, float] = {"online": 1.0, "offline": 0.0}
@@ -43,18 +61,25 @@ class Payload:
             raise PayloadError("invalid_utf8", str(exc)) from exc
 
     def json(self) -> Any:
-        """:meth:`text`, then parse JSON (``not_json``; NaN/Infinity are ``not_finite``)."""
+        """:meth:`text`, then parse JSON (``not_json``; NaN/Infinity are ``not_finite``).
+
+        Also ``too_deep``, ``number_too_long`` and ``invalid_unicode`` (see ``limits``).
+        """
         text = self.text()
+        check_depth(text)
         try:
-            return _DECODER.decode(text)
+            doc = _DECODER.decode(text)
         except json.JSONDecodeError as exc:
             raise PayloadError("not_json", f"{exc.msg} at char {exc.pos}") from exc
+        check_unicode(doc, text)
+        return doc
 
 
 def json_number(value: Any) -> float | None:
     """A JSON value as a reading: numbers, booleans and ``"ON"``/``"OFF"``; else None.
 
-    Raises ``not_finite`` for numbers JSON can still overflow to infinity (``1e400``).
+    Raises ``not_finite`` for numbers JSON can still overflow to infinity (``1e400``)
+    and ``out_of_range`` beyond ``limits.MAX_MAGNITUDE``.
     """
     # bool first: it is an int subclass, and True must not be read as the number 1 by luck.
     if value is True:
@@ -65,7 +90,7 @@ def json_number(value: Any) -> float | None:
         number = float(value)
         if not math.isfinite(number):
             raise PayloadError("not_finite", f"{value!r} is not a finite number")
-        return number
+        return check_magnitude(number, "a reading")
     if isinstance(value, str):
         if value == "ON":
             return 1.0
@@ -77,9 +102,19 @@ def json_number(value: Any) -> float | None:
 def text_number(text: str) -> float:
     """A plain-text reading: a decimal number, ``on``/``off`` or ``true``/``false``.
 
-    Raises ``not_finite`` for ``nan``/``inf`` and ``wrong_type`` for anything else.
+    Raises ``not_finite`` for ``nan``/``inf``, ``non_ascii_digits`` for ``２１`` (which
+    ``float()`` would read), ``number_too_long``, ``out_of_range`` and ``wrong_type``.
     """
     word = text.strip()
+    if non_ascii_digits(word):
+        raise PayloadError("non_ascii_digits", f"{_clip(word)!r} has digits other than 0-9")
+    digits = word.lstrip("+-")
+    if len(word) > MAX_NUMBER_CHARS or (len(digits) > MAX_INT_DIGITS and digits.isdigit()):
+        raise PayloadError(
+            "number_too_long",
+            f"{len(word)} characters (integers: at most {MAX_INT_DIGITS} digits, "
+            f"any number: {MAX_NUMBER_CHARS} characters)",
+        )
     try:
         number = float(word)
     except ValueError:
@@ -92,7 +127,7 @@ def text_number(text: str) -> float:
         raise PayloadError("wrong_type", f"{_clip(word)!r} is not a number or on/off")
     if not math.isfinite(number):
         raise PayloadError("not_finite", f"{word!r} is not a finite number")
-    return number
+    return check_magnitude(number, "the reading")
 
 
 def switch_value(text: str) -> float:

@@ -8,16 +8,15 @@ prefix: ``home/+/temperature`` gives device ``kitchen``, metric ``temperature`` 
 
 from __future__ import annotations
 
-from edge_agent.domain import SensorEvent
 from edge_agent.ingest.payload import Payload, text_number
-from edge_agent.ingest.source import Source, topic_rest
+from edge_agent.ingest.source import Parsed, Source, topic_rest
 
 
-def parse(topic: str, payload: Payload, source: Source, now: float) -> list[SensorEvent]:
+def parse(topic: str, payload: Payload, source: Source, now: float) -> Parsed:
     """One event from one plain reading."""
     value = text_number(payload.text())
     opts = source.options
     head, _, tail = topic_rest(topic, source.prefix).rpartition("/")
     device = opts.device or head or tail
     metric = opts.metric or (tail if head else "value")
-    return [source.event(device, metric, value, topic, now)]
+    return Parsed([source.event(device, metric, value, topic, now)])

@@ -3,14 +3,21 @@
 The ``state`` topic carries the state as plain text (``21.5``, ``on``); attribute topics
 carry JSON-encoded values. The device is the entity id, ``<domain>.<object_id>``; the
 state's metric is ``state`` and an attribute's metric is the attribute's name.
+
+Documented ignores: the placeholder states ``unavailable``/``unknown``/``none``/empty
+(``no_reading``), and the timestamps and descriptive attributes in :data:`METADATA`
+(``metadata``), whatever their value. Any other attribute that is null, text, a list or
+an object is dead-lettered as ``wrong_type``: attribute topics of lights and climates
+(``brightness: null`` while off, ``hvac_modes``) do that too, so subscribe to
+``<base>/+/+/state`` alone if only states matter.
 """
 
 from __future__ import annotations
 
-from edge_agent.domain import SensorEvent
 from edge_agent.errors import PayloadError
+from edge_agent.ingest.fields import field_problem
 from edge_agent.ingest.payload import Payload, json_number, text_number
-from edge_agent.ingest.source import Source
+from edge_agent.ingest.source import Parsed, Source
 
 # Home Assistant's placeholders for "no reading": not bad input, just nothing to record.
 _NO_READING = frozenset({"unavailable", "unknown", "none", ""})
@@ -23,12 +30,35 @@ _STATE_WORDS: dict[str, float] = {
     "locked": 1.0,
     "unlocked": 0.0,
 }
-# Published with publish_timestamps; ISO strings, not readings.
-_TIMESTAMPS = frozenset({"last_changed", "last_updated"})
+METADATA: frozenset[str] = frozenset(
+    {
+        # Published with publish_timestamps; ISO strings, not readings.
+        "last_changed",
+        "last_updated",
+        "last_reported",
+        # Descriptive attributes every entity may carry.
+        "friendly_name",
+        "unit_of_measurement",
+        "device_class",
+        "state_class",
+        "icon",
+        "entity_picture",
+        "attribution",
+        "supported_features",
+        "supported_color_modes",
+        "assumed_state",
+        "restored",
+        "editable",
+        "id",
+        "options",
+        "entity_id",
+    }
+)
+"""Attributes ignored as ``metadata`` whatever their value."""
 
 
-def parse(topic: str, payload: Payload, source: Source, now: float) -> list[SensorEvent]:
-    """Events from one statestream message; text attributes and placeholders give none."""
+def parse(topic: str, payload: Payload, source: Source, now: float) -> Parsed:
+    """Events from one statestream message; metadata and placeholders are ignored."""
     # Parsed from the end: object ids never contain '/', and the base topic may.
     parts = topic.rsplit("/", 3)
     if len(parts) < 4:
@@ -41,14 +71,16 @@ def parse(topic: str, payload: Payload, source: Source, now: float) -> list[Sens
         word = payload.text().strip()
         lowered = word.lower()
         if lowered in _NO_READING:
-            return []
+            return Parsed.ignore("no_reading")
         value = _STATE_WORDS.get(lowered)
         if value is None:
             value = text_number(word)
-        return [source.event(device, "state", value, topic, now)]
-    if leaf in _TIMESTAMPS:
-        return []
-    number = json_number(payload.json())
+        return Parsed([source.event(device, "state", value, topic, now)])
+    if leaf in METADATA:
+        return Parsed.ignore("metadata")
+    doc = payload.json()
+    number = json_number(doc)
     if number is None:
-        return []  # friendly_name, unit_of_measurement, icon...: metadata, not readings
-    return [source.event(device, leaf, number, topic, now)]
+        problem = field_problem(doc, known=True) or "not a number"
+        raise PayloadError("wrong_type", f"attribute {leaf}: {problem}")
+    return Parsed([source.event(device, leaf, number, topic, now)])

@@ -6,17 +6,26 @@ Naming rule for SENSOR: ``<sensor>_<field>`` in snake_case, e.g. ``{"AM2301":
 name (``Switch1`` -> ``switch1``), and array items get a 1-based suffix
 (``energy_voltage_1`` for phase 1). Units come from ``TempUnit``/``PressureUnit``/
 ``SpeedUnit`` in the payload, else from Tasmota's documented defaults below.
+
+``Time`` (local time without an offset, as Tasmota sends it) is the readings' own time.
+A known reading field (one with a unit below, a temperature or pressure, ``POWER<n>``,
+``Dimmer``, ``Wifi.RSSI``...) of the wrong type, and a number written as a string, is
+dropped and named in one ``wrong_type_fields`` dead letter; other text (``Id``,
+``TotalStartTime``) is descriptive and skipped.
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
 from edge_agent.domain import SensorEvent
 from edge_agent.errors import PayloadError
+from edge_agent.ingest.fields import clip, field_problem
 from edge_agent.ingest.payload import Payload, availability_value, json_number, switch_value
-from edge_agent.ingest.source import Source
+from edge_agent.ingest.source import Parsed, Source
+from edge_agent.ingest.timing import payload_time
 
 _PREFIXES = frozenset({"tele", "stat", "cmnd"})
 _UNIT_FIELDS = frozenset({"TempUnit", "PressureUnit", "SpeedUnit", "Time"})
@@ -44,29 +53,38 @@ _TEMPERATURE_FIELDS = frozenset({"Temperature", "DewPoint"})
 _PRESSURE_FIELDS = frozenset({"Pressure", "SeaPressure"})
 
 
-def parse(topic: str, payload: Payload, source: Source, now: float) -> list[SensorEvent]:
-    """Events from one Tasmota message; commands and informational topics give none."""
+def parse(topic: str, payload: Payload, source: Source, now: float) -> Parsed:
+    """Events from one Tasmota message; commands and informational topics are ignored."""
     kind, device, leaf = _split(topic)
     if kind == "tele":
         if leaf == "SENSOR":
             return _sensor(device, topic, payload, source, now)
         if leaf == "STATE":
-            events = _state(device, topic, payload.json(), source, now)
-            if not events:
+            parsed = _state(device, topic, payload.json(), source, now)
+            if not parsed.events and not parsed.rejected:
                 raise PayloadError("no_usable_fields", "STATE has no POWER, Dimmer or Wifi field")
-            return events
+            return parsed
         if leaf == "LWT":
             value = availability_value(payload.text())
-            return [source.event(device, "available", value, topic, now)]
-        return []  # INFO1..3, UPTIME, MARGINS, RESULT...: not readings
+            return Parsed([source.event(device, "available", value, topic, now)])
+        return _NOT_READINGS  # INFO1..3, UPTIME, MARGINS...: not readings
     if kind == "stat":
         if leaf.startswith("POWER"):
             value = switch_value(payload.text())
-            return [source.event(device, leaf.lower(), value, topic, now)]
+            return Parsed([source.event(device, leaf.lower(), value, topic, now)])
         if leaf == "RESULT":
             # Command replies: only those that report a relay or dimmer are readings.
-            return _state(device, topic, payload.json(), source, now)
-    return []
+            parsed = _state(device, topic, payload.json(), source, now)
+            return parsed if parsed.events or parsed.rejected else _NOT_READINGS
+    return _NOT_READINGS
+
+
+_NOT_READINGS = Parsed.ignore("not_readings")
+
+
+def _when(doc: dict[str, Any], now: float) -> float:
+    """The message's ``Time`` as epoch seconds, else the receive time."""
+    return payload_time(doc["Time"]) or now if "Time" in doc else now
 
 
 def _split(topic: str) -> tuple[str, str, str]:
@@ -81,17 +99,17 @@ def _split(topic: str) -> tuple[str, str, str]:
     raise PayloadError("unknown_shape", "expected tele|stat|cmnd/<topic>/<leaf> in the topic")
 
 
-def _sensor(
-    device: str, topic: str, payload: Payload, source: Source, now: float
-) -> list[SensorEvent]:
+def _sensor(device: str, topic: str, payload: Payload, source: Source, now: float) -> Parsed:
     doc = payload.json()
     if not isinstance(doc, dict):
         raise PayloadError("unknown_shape", f"expected a JSON object, got {type(doc).__name__}")
+    now = _when(doc, now)
     temp = doc.get("TempUnit")
     pressure = doc.get("PressureUnit")
     temp_unit = f"°{temp}" if isinstance(temp, str) and temp else None
     pressure_unit = pressure if isinstance(pressure, str) and pressure else None
     events: list[SensorEvent] = []
+    rejected: list[str] = []
     for key, value in doc.items():
         if key in _UNIT_FIELDS:
             continue
@@ -99,13 +117,21 @@ def _sensor(
             for name, item in value.items():
                 metric = _metric(key, name)
                 unit, default = _unit(name, temp_unit, pressure_unit)
-                _add(events, device, metric, item, unit, default, topic, source, now)
+                problem = _add(events, device, metric, item, unit, default, topic, source, now)
+                if problem:
+                    rejected.append(f"{clip(key)}.{clip(name)}: {problem}")
         else:
             unit, default = _unit(key, temp_unit, pressure_unit)
-            _add(events, device, snake(key), value, unit, default, topic, source, now)
-    if not events:
+            problem = _add(events, device, snake(key), value, unit, default, topic, source, now)
+            if problem:
+                rejected.append(f"{clip(key)}: {problem}")
+    if not events and not rejected:
         raise PayloadError("no_usable_fields", "no numeric or ON/OFF field in SENSOR")
-    return events
+    return Parsed(events, tuple(rejected))
+
+
+_READINGS = frozenset(_UNITS) | _TEMPERATURE_FIELDS | _PRESSURE_FIELDS
+"""Fields that are readings whenever present: any other type there is a wrong type."""
 
 
 def _unit(name: str, temp: str | None, pressure: str | None) -> tuple[str | None, str | None]:
@@ -127,41 +153,73 @@ def _add(
     topic: str,
     source: Source,
     now: float,
-) -> None:
-    """Append the reading(s) of one field; text (Id, TotalStartTime) is not a reading."""
+) -> str | None:
+    """Append the reading(s) of one field; text (Id, TotalStartTime) is not a reading.
+
+    Returns why the field (or an item of it) has the wrong type, if it does.
+    """
+    opts = source.options
+    known = metric in opts.units or metric in opts.ranges or _known(metric)
     if isinstance(value, list):
         # Multi-phase energy meters report one value per phase.
+        problem = None
         for i, item in enumerate(value, 1):
             number = json_number(item)
             if number is not None:
                 events.append(
                     source.event(device, f"{metric}_{i}", number, topic, now, unit, default)
                 )
-        return
+            else:
+                problem = problem or field_problem(item, known)
+        return problem
     number = json_number(value)
     if number is not None:
         events.append(source.event(device, metric, number, topic, now, unit, default))
+        return None
+    return field_problem(value, known)
 
 
-def _state(device: str, topic: str, doc: Any, source: Source, now: float) -> list[SensorEvent]:
+def _known(metric: str) -> bool:
+    """A metric whose last part is a known reading field (``am2301_temperature``)."""
+    return metric.rsplit("_", 1)[-1] in _KNOWN_TAILS or metric in _KNOWN_METRICS
+
+
+def _state(device: str, topic: str, doc: Any, source: Source, now: float) -> Parsed:
     """Relays, dimmer, uptime and Wi-Fi quality from STATE (or a RESULT reply)."""
     if not isinstance(doc, dict):
         raise PayloadError("unknown_shape", f"expected a JSON object, got {type(doc).__name__}")
-    events = []
+    now = _when(doc, now)
+    events: list[SensorEvent] = []
+    rejected: list[str] = []
+
+    def number(key: str, value: Any, metric: str, unit: str) -> None:
+        found = json_number(value)
+        if found is not None:
+            events.append(source.event(device, metric, found, topic, now, unit))
+        else:
+            rejected.append(f"{clip(key)}: {field_problem(value, known=True)}")
+
     for key, value in doc.items():
-        if key.startswith("POWER") and isinstance(value, str):
-            events.append(source.event(device, key.lower(), switch_value(value), topic, now))
-        elif key == "Dimmer" and (number := json_number(value)) is not None:
-            events.append(source.event(device, "dimmer", number, topic, now, "%"))
-        elif key == "UptimeSec" and (number := json_number(value)) is not None:
-            events.append(source.event(device, "uptime", number, topic, now, "s"))
-        elif key == "Wifi" and isinstance(value, dict):
-            rssi, signal = json_number(value.get("RSSI")), json_number(value.get("Signal"))
-            if rssi is not None:
-                events.append(source.event(device, "wifi_rssi", rssi, topic, now, "%"))
-            if signal is not None:
-                events.append(source.event(device, "wifi_signal", signal, topic, now, "dBm"))
-    return events
+        if key.startswith("POWER"):
+            if isinstance(value, str):
+                events.append(source.event(device, key.lower(), switch_value(value), topic, now))
+            else:
+                rejected.append(f"{clip(key)}: {json.dumps(value)[:20]}, not ON or OFF")
+        elif key == "Dimmer":
+            number(key, value, "dimmer", "%")
+        elif key == "UptimeSec":
+            number(key, value, "uptime", "s")
+        elif key == "Wifi":
+            if not isinstance(value, dict):
+                rejected.append(f"Wifi: {field_problem(value, known=True)}")
+                continue
+            for name, metric, unit in (
+                ("RSSI", "wifi_rssi", "%"),
+                ("Signal", "wifi_signal", "dBm"),
+            ):
+                if name in value:
+                    number(f"Wifi.{name}", value[name], metric, unit)
+    return Parsed(events, tuple(rejected))
 
 
 @lru_cache(maxsize=4096)
@@ -188,3 +246,7 @@ def snake(name: str) -> str:
             out.append("_")
         prev = ch
     return "".join(out).strip("_")
+
+
+_KNOWN_METRICS = frozenset(snake(name) for name in _READINGS)
+_KNOWN_TAILS = frozenset(m for m in _KNOWN_METRICS if "_" not in m)

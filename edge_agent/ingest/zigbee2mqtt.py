@@ -2,6 +2,13 @@
 
 Friendly names may contain ``/`` (``living room/sensor``), so the device is everything
 between the subscription prefix and the end of the topic, less a known sub-topic.
+
+Fields of a state object: numbers, booleans and ``ON``/``OFF`` are readings;
+``last_seen`` (ISO 8601 or epoch ms) is the readings' own time. A known reading field
+(:data:`READINGS`, or one with a configured unit or range) holding anything else, and a
+number written as a string in any field, is dropped and named in a
+``wrong_type_fields`` dead letter. Other text, null and nested fields (``action``,
+``update``, ``color``...) are descriptive and skipped.
 """
 
 from __future__ import annotations
@@ -10,8 +17,10 @@ from typing import Any
 
 from edge_agent.domain import SensorEvent
 from edge_agent.errors import PayloadError
+from edge_agent.ingest.fields import clip, field_problem
 from edge_agent.ingest.payload import Payload, availability_value, json_number
-from edge_agent.ingest.source import Source, topic_rest
+from edge_agent.ingest.source import Parsed, Source, topic_rest
+from edge_agent.ingest.timing import payload_time
 
 # zigbee2mqtt publishes bare numbers; these are the units its converters document.
 UNITS: dict[str, str] = {
@@ -35,35 +44,70 @@ UNITS: dict[str, str] = {
     "linkquality": "lqi",
 }
 
+READINGS: frozenset[str] = frozenset(UNITS) | frozenset(
+    {
+        "occupancy",
+        "presence",
+        "motion",
+        "contact",
+        "water_leak",
+        "smoke",
+        "gas",
+        "carbon_monoxide",
+        "tamper",
+        "vibration",
+        "battery_low",
+        "pm10",
+        "pm1",
+        "aqi",
+        "uv",
+        "brightness",
+        "position",
+    }
+)
+"""Fields that are readings whenever present: any other type there is a wrong type."""
+
+_TIME = "last_seen"
 _AVAILABILITY = "/availability"
 # Requests to the bridge, not state: '<name>/set', '<name>/get', '<name>/set/<attr>'.
 _REQUEST_SUFFIXES = ("/set", "/get")
 
 
-def parse(topic: str, payload: Payload, source: Source, now: float) -> list[SensorEvent]:
-    """Events from one zigbee2mqtt message; bridge and request topics give none."""
+def parse(topic: str, payload: Payload, source: Source, now: float) -> Parsed:
+    """Events from one zigbee2mqtt message; bridge and request topics are ignored."""
     name = topic_rest(topic, source.prefix)
     if name == "bridge" or name.startswith("bridge/"):
-        return []
+        return Parsed.ignore("not_readings")
     if name.endswith(_AVAILABILITY):
         device = name[: -len(_AVAILABILITY)]
-        return [source.event(device, "available", _availability(payload), topic, now)]
+        return Parsed([source.event(device, "available", _availability(payload), topic, now)])
     if name.endswith(_REQUEST_SUFFIXES) or "/set/" in name or "/get/" in name:
-        return []
+        return Parsed.ignore("not_readings")
     if not name:
         raise PayloadError("unknown_shape", "topic has no device name after the prefix")
     doc = payload.json()
     if not isinstance(doc, dict):
         raise PayloadError("unknown_shape", f"expected a JSON object, got {type(doc).__name__}")
-    events = []
+    when = now
+    if _TIME in doc:
+        when = payload_time(doc[_TIME]) or now
+    events: list[SensorEvent] = []
+    rejected: list[str] = []
+    opts = source.options
     for key, value in doc.items():
-        # Text fields (action, last_seen, update...) and nested objects are not readings.
+        if key == _TIME:
+            continue
         number = json_number(value)
         if number is not None:
-            events.append(source.event(name, key, number, topic, now, default_unit=UNITS.get(key)))
-    if not events:
+            events.append(source.event(name, key, number, topic, when, default_unit=UNITS.get(key)))
+            continue
+        known = key in READINGS or key in opts.units or key in opts.ranges
+        problem = field_problem(value, known)
+        if problem:
+            rejected.append(f"{clip(key)}: {problem}")
+    if not events and not rejected:
         raise PayloadError("no_usable_fields", "no numeric or boolean field in the object")
-    return events
+    return Parsed(events, tuple(rejected))
 
 
 def _availability(payload: Payload) -> float:

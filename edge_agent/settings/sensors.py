@@ -59,6 +59,13 @@ class Subscription(Section):
         "'sensors[0].temp' or '$.a.b' (quote keys with dots: a[\"x.y\"]). Required for "
         "'generic'.",
     )
+    time_path: str | None = Field(
+        None,
+        min_length=1,
+        description="generic: path to the reading's own time in the JSON document (ISO "
+        "8601, or epoch seconds or milliseconds), e.g. 'ts'; readings are then filed at "
+        "that time. zigbee2mqtt (last_seen) and Tasmota (Time) need no setting.",
+    )
 
     @model_validator(mode="after")
     def _check_adapter_options(self) -> Subscription:
@@ -75,6 +82,13 @@ class Subscription(Section):
                     raise ValueError(f"fields.{metric}: {exc}") from exc
         elif self.fields:
             raise ValueError("'fields' is only used by the generic adapter")
+        if self.time_path is not None:
+            if self.adapter != "generic":
+                raise ValueError("'time_path' is only used by the generic adapter")
+            try:
+                compile_path(self.time_path)
+            except ConfigError as exc:
+                raise ValueError(f"time_path: {exc}") from exc
         if self.device is not None and self.adapter not in ("plain", "generic"):
             raise ValueError("'device' is only used by the plain and generic adapters")
         if self.metric is not None and self.adapter != "plain":
@@ -90,6 +104,7 @@ class Subscription(Section):
             device=self.device,
             metric=self.metric,
             fields=self.fields,
+            time_path=self.time_path,
         )
 
 
@@ -102,6 +117,20 @@ class SensorsSettings(Section):
     )
     max_payload_bytes: int = Field(
         65536, ge=64, description="Payloads larger than this are dead-lettered unread."
+    )
+    late_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A reading whose own time (zigbee2mqtt last_seen, Tasmota Time, a "
+        "generic time_path) is older than this when it arrives is late: it joins the "
+        "window at its own time but raises no jump or z-score anomaly. Retained "
+        "messages are late too.",
+    )
+    max_clock_skew_s: float = Field(
+        60.0,
+        ge=0,
+        description="A payload time further ahead of this host's clock than this is "
+        "distrusted, and the receive time is used instead.",
     )
 
     @model_validator(mode="after")
@@ -146,6 +175,19 @@ class FactsSettings(Section):
     )
     max_changes: int = Field(
         20, ge=1, le=1000, description="Transitions of a binary sensor kept and reported."
+    )
+    max_series: int = Field(
+        5000,
+        ge=1,
+        description="Most (device, metric) series kept; a new one past it is dead-lettered "
+        "as 'too_many_series'. 5000 is ten times a large home (500 series) and bounds the "
+        "windows to about 20 MB of readings at one per minute.",
+    )
+    max_devices: int = Field(
+        1000,
+        ge=1,
+        description="Most distinct devices kept; a new device past it is dead-lettered as "
+        "'too_many_series'. Also bounds the names every narration is checked against.",
     )
 
 
