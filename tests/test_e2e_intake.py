@@ -1,7 +1,7 @@
 """Poison payloads, retained on a real Mosquitto, against the real CLI, twice.
 
 Each poison once stopped all ingestion, and being retained it did so again at every
-start. Now each is dead-lettered with its reason, both at the first start and after a
+start (a retained question is now ignored unread, so the deep question is sent live). Now each is dead-lettered with its reason, both at the first start and after a
 restart, and a good message after them is counted in ``events_total``.
 """
 
@@ -30,8 +30,12 @@ def _poisons(prefix: str, node: str) -> dict[str, tuple[bytes, str]]:
         f"{prefix}/tele/plug/STATE": (b'{"Wifi":{"RSSI":' + b"4" * 400 + b"}}", "number_too_long"),
         f"{prefix}/ha/sensor/x/temperature": (b"5" * 400, "number_too_long"),
         f"{prefix}/home/x/temperature": ("２１".encode(), "non_ascii_digits"),
-        f"edge-agent/{node}/ask": (b'{"q": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "too_deep"),
     }
+
+
+# A retained question is ignored unread (an answer must not repeat at every start), so the
+# deep ask is sent live, once per start.
+DEEP_ASK = b'{"q": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
 
 
 def _subscriptions(prefix: str) -> str:
@@ -54,6 +58,7 @@ def _serve_once(
     agent = start_agent(config)
     try:
         probe.wait_for(f"edge-agent/{node}/availability", lambda p: p == b"online", timeout=120)
+        probe.publish(f"edge-agent/{node}/ask", DEEP_ASK)
         letters: dict[str, str] = {}
         while set(letters) != set(expected):
             doc = json.loads(probe.wait_for(f"edge-agent/{node}/deadletter", timeout=30))
@@ -92,6 +97,7 @@ def test_retained_poison_is_dead_lettered_at_every_start(
     for topic, (raw, _) in poisons.items():
         probe.publish(topic, raw, retain=True)
     expected = {topic: reason for topic, (_, reason) in poisons.items()}
+    expected[f"edge-agent/{node}/ask"] = "too_deep"
     probe.subscribe(f"edge-agent/{node}/#")
     try:
         _serve_once(config, probe, node, prefix, expected)
