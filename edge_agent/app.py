@@ -115,6 +115,11 @@ def build_agent(
             max_new_tokens=summary.max_new_tokens,
             ask_max_new_tokens=summary.ask_max_new_tokens,
             deadline_s=summary.deadline_s,
+            language=summary.language,
+            home=summary.home,
+            limits={m: (b.min, b.max) for m, b in settings.anomalies.thresholds.items()},
+            device_names=summary.device_names,
+            area_names=summary.area_names,
         ),
     )
     return Agent(transport, narrator, routes, config, store, detector, clock, handlers, actions)
@@ -155,7 +160,12 @@ def assemble(
     """
     ha, mqtt = settings.homeassistant, settings.mqtt
     node = build_node(
-        mqtt, ha, settings.sensors.subscriptions, settings.model, model_id=generator.model_id
+        mqtt,
+        ha,
+        settings.sensors.subscriptions,
+        settings.model,
+        model_id=generator.model_id,
+        area_names=settings.summary.area_names,
     )
     approve, reject = mqtt.topic("action/approve"), mqtt.topic("action/reject")
     acting = any(a.mode != "off" for a in settings.actions.allow)

@@ -27,7 +27,8 @@ from edge_agent.actions.types import NO_ACTION, ActionEvent, ActionEventType, Co
 from edge_agent.domain import Anomaly, MetricFacts, Window
 from edge_agent.errors import EdgeAgentError, GenerationError
 from edge_agent.llm.base import Generation, GenerationRequest, Generator
-from edge_agent.narrate import Prompt, fit_facts
+from edge_agent.narrate import Prompt
+from edge_agent.narrator import fit_request
 from edge_agent.settings import ActionSpec
 from edge_agent.transport.base import Message
 
@@ -120,10 +121,10 @@ class ActionsEngine:
             return proposal_prompt(subset, specs, style=gen.prompt_format, anomalies=anomalies)
 
         # The most relevant facts that fit beside the allowlist and the answer.
-        fixed = gen.count_tokens(gen.render(build(()).text))
-        room = gen.context_length - self.config.max_new_tokens - fixed
         first = [f"{a.device}.{a.metric}" for a in anomalies]
-        prompt = build(fit_facts(facts, max(room, 0), gen.count_tokens, first))
+        _, prompt = fit_request(
+            gen, facts, build, max_new_tokens=self.config.max_new_tokens, first=first
+        )
         full = gen.render(prompt.text)
         # The grammar must close within the tokens the runtime will really allow.
         budget = min(self.config.max_new_tokens, gen.context_length - gen.count_tokens(full))
