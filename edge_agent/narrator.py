@@ -174,18 +174,14 @@ class Narrator:
         known_names: Iterable[str] = (),
     ) -> Narration | None:
         """The checked summary of one area's findings; None if a newer one superseded it."""
-        shown = findings.items[:MAX_NOTES]
-        name = self.names.area(area)
-        gen = self.generator
-
-        def build(items: tuple[Finding, ...]) -> Prompt:
-            return summary_prompt(
-                name, items, style=gen.prompt_format, language=self._cfg.language,
-                home=self._cfg.home,
-            )  # fmt: skip
-
-        shown, prompt = _fit_notes(gen, build, shown, self._cfg.max_new_tokens)
-        fallback = fallback_text(shown, self._cfg.language)
+        shown, prompt, fallback = plan_summary(
+            self.generator,
+            self.names.area(area),
+            findings,
+            language=self._cfg.language,
+            home=self._cfg.home,
+            max_new_tokens=self._cfg.max_new_tokens,
+        )
         return await self._narrate(
             f"summary:{area}",
             prompt,
@@ -254,15 +250,13 @@ class Narrator:
             return None
         if result.latency_s > 0:
             self.stats.last_decode_tok_s = result.new_tokens / result.latency_s
-        text = tidy(result.text, result.stop_reason)
-        names = self.display_names(known_names)
-        reason = reject_reason(
-            text,
-            shown,
+        text, reason = judge(
+            result.text,
             result.stop_reason,
+            shown,
+            prompt,
             language=self._cfg.language,
-            known_names=names,
-            forbidden=prompt.example_words,
+            known_names=self.display_names(known_names),
             question=question,
         )
         if reason:
@@ -296,6 +290,50 @@ class Narrator:
         for name in raw:
             out.update((name, self.names.device(name), self.names.area(name)))
         return tuple(sorted(out))
+
+
+def plan_summary(
+    gen: Generator,
+    area_name: str,
+    findings: Findings,
+    *,
+    language: str,
+    home: str,
+    max_new_tokens: int,
+) -> tuple[tuple[Finding, ...], Prompt, str]:
+    """The findings shown, the prompt and the fallback text of one area's summary."""
+
+    def build(items: tuple[Finding, ...]) -> Prompt:
+        return summary_prompt(
+            area_name, items, style=gen.prompt_format, language=language, home=home
+        )
+
+    shown, prompt = _fit_notes(gen, build, findings.items[:MAX_NOTES], max_new_tokens)
+    return shown, prompt, fallback_text(shown, language)
+
+
+def judge(
+    raw: str,
+    stop_reason: str,
+    shown: Sequence[Finding],
+    prompt: Prompt,
+    *,
+    language: str,
+    known_names: Iterable[str] = (),
+    question: str = "",
+) -> tuple[str, str]:
+    """The model's text made publishable, and why it may not be ("" when it may)."""
+    text = tidy(raw, stop_reason)
+    reason = reject_reason(
+        text,
+        shown,
+        stop_reason,
+        language=language,
+        known_names=known_names,
+        forbidden=prompt.example_words,
+        question=question,
+    )
+    return text, reason
 
 
 def tidy(text: str, stop_reason: str) -> str:

@@ -486,6 +486,9 @@ class Naming:
             return name
         if _HEX_ID.match(device.rsplit("/", 1)[-1]):
             return f"{self.area(area)} sensor" if area else "Sensor"
+        if area and device.lower().startswith(area.lower() + "/"):
+            # zigbee2mqtt names like "hallway/front_door": the area is said elsewhere.
+            return humanize(device[len(area) + 1 :])
         return humanize(device)
 
     def area(self, area: str | None) -> str:
