@@ -37,7 +37,7 @@ _UNIT = (
 _TOKEN = re.compile(
     rf"(?P<time>(?<![\w.,])\d{{1,2}}[:h]\d{{2}}(?!\d))"
     rf"|(?P<num>(?<![\w.])(?:{_NUMBER}))(?:\s?(?P<unit>{_UNIT})(?![\w]))?"
-    r"|(?P<word>[^\W\d_]+(?:['’][^\W\d_]+)*)"
+    r"|(?P<word>[^\W\d_][^\W_]*(?:['’][^\W\d_]+)*)"
     r"|(?P<stop>[.!?;](?=\s|$))",
     re.IGNORECASE,
 )
@@ -67,6 +67,9 @@ _COMMON = frozenset({"on", "off", "home", "away", "left", "dry", "shut", "arrive
 _COPULAS = frozenset(
     {"is", "are", "was", "were", "been", "turned", "switched", "now", "stays", "remains", "still"}
 )
+_BARRIERS = frozenset({"and", "but", "while", "with", "et", "mais", "avec", "alors"})
+_REACH = 5
+"""Words before a number that may still name its subject."""
 _YES = frozenset({"yes", "oui"})
 # State words that are also the verb of reaching the state.
 _VERBS = frozenset({"closed", "shut", "fermée", "locked", "unlocked"})
@@ -95,9 +98,7 @@ def tokens(text: str) -> list[_Tok]:
     out: list[_Tok] = []
     sentence = 0
     for match in _TOKEN.finditer(text.replace("\u00a0", " ").replace("\u202f", " ")):
-        kind = match.lastgroup or ""
-        if kind == "unit":
-            kind = "num"
+        kind = next(k for k in ("time", "num", "word", "stop") if match.group(k) is not None)
         if kind == "stop":
             sentence += 1
             continue
@@ -153,9 +154,17 @@ class _Words:
         """Findings named by the words nearest to token ``at`` in its sentence."""
         best, found = 10**6, set()
         sentence = toks[at].sentence
-        # The words of its clause: between the numbers before and after it.
-        low = max((t.index for t in toks[:at] if t.kind != "word"), default=-1)
-        high = min((t.index for t in toks[at + 1 :] if t.kind != "word"), default=len(toks))
+        # The words of its clause: between the numbers (or "and", "but"...) around it,
+        # and no further than a few words.
+        low = max(
+            (t.index for t in toks[:at] if t.kind != "word" or t.text.lower() in _BARRIERS),
+            default=-1,
+        )
+        high = min(
+            (t.index for t in toks[at + 1 :] if t.kind != "word" or t.text.lower() in _BARRIERS),
+            default=len(toks),
+        )
+        low, high = max(low, at - _REACH - 1), min(high, at + 3)
         for tok in toks[low + 1 : high]:
             if tok.kind != "word" or tok.sentence != sentence:
                 continue

@@ -51,8 +51,8 @@ _TOKEN = re.compile(
     r"(?P<time>\b\d{1,2}[:h]\d{2}\b)"
     r"|(?P<num>(?<![\w.])-?\d+(?:[.,]\d+)*)(?:\s?(?P<unit>°\s?c|ºc|%|ppm|lx|lux|hpa|degrees?|"
     r"degrés|percent|times|fois)(?!\w))?"
-    r"|(?P<word>[^\W\d_]+(?:'[^\W\d_]+)?)"
-    r"|(?P<stop>[.!?;])",
+    r"|(?P<word>[^\W\d_][^\W_]*(?:'[^\W\d_]+)?)"
+    r"|(?P<stop>[.!?;,()])",
     re.IGNORECASE,
 )
 
@@ -101,6 +101,10 @@ def family(metric: str) -> str | None:
     return None
 
 
+def _kind(match: re.Match[str]) -> str:
+    return next(k for k in ("time", "num", "word", "stop") if match.group(k) is not None)
+
+
 def _read(token: str) -> tuple[float, int]:
     if "," in token and "." not in token:
         head, _, tail = token.rpartition(",")
@@ -113,7 +117,7 @@ def _read(token: str) -> tuple[float, int]:
 
 def score(text: str, window: Window) -> list[RoleError]:
     """Every wrong claim in ``text`` about ``window``."""
-    toks = [(m.lastgroup, m) for m in _TOKEN.finditer(text)]
+    toks = [(_kind(m), m) for m in _TOKEN.finditer(text)]
     by_family: dict[str, list[Row]] = {}
     for row in window.rows:
         fam = family(row.metric)
