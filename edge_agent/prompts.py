@@ -269,9 +269,8 @@ def summary_title(area_name: str | None, findings: Sequence[Finding], language: 
     """A readable one-line state: "Living room: 21.4 °C, CO2 701 ppm and rising"."""
     w = wording(language)
     notable = [f for f in findings if f.notable][:3]
-    levels = [f for f in findings if not f.notable and f.kind == "level"][
-        : max(0, 3 - len(notable))
-    ]
+    plain = [f for f in findings if not f.notable and f.kind in ("level", "state")]
+    levels = plain[: max(0, 3 - len(notable))]
     parts = [f.headline for f in (*notable, *levels)]
     body = ", ".join(parts) if parts else w.quiet.lower()
     sep = " : " if language == "fr" else ": "

@@ -223,17 +223,18 @@ class Agent:
             now = self._clock()
             for anomaly in self._detector.check_stale(self._store, now):
                 self._on_anomaly(anomaly)
-            groups = self._store.facts_by_area(now)
-            self._spawn(self._digest(groups, now), "digest")
+            self._spawn(self.digest(now), "digest")
 
-    async def _digest(self, groups: dict[str | None, tuple[MetricFacts, ...]], now: float) -> None:
-        """Every area's summary, then the whole-home one: a sentence per area with news."""
+    async def digest(self, now: float) -> Summary | None:
+        """Every area's summary, then the whole-home one on ``summary``: a sentence per
+        area with news, or "All quiet" (one area: that area's own summary)."""
+        groups = self._store.facts_by_area(now)
         done = await asyncio.gather(
             *(self.summarise(area, facts, end=now, home=False) for area, facts in groups.items())
         )
         found = {area: self._area_findings(area, groups[area], now) for area in groups}
         if not found:
-            return
+            return None
         published = [s for s in done if s is not None]
         if len(groups) == 1 and published:
             text, fallback, reason = (
@@ -267,6 +268,7 @@ class Agent:
         )
         self._publish_retained(self._cfg.topics.summary, home.to_payload())
         log.info("home_summary_published", areas=len(groups), severity=severity)
+        return home
 
     def _area_findings(
         self, area: str | None, facts: tuple[MetricFacts, ...], end: float
