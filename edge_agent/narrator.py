@@ -25,13 +25,13 @@ from edge_agent.findings import Finding, FindingRules, Findings, find
 from edge_agent.grounding import check
 from edge_agent.llm.base import GenerationRequest, Generator
 from edge_agent.prompts import (
-    MAX_NOTES,
     Prompt,
     answer_prompt,
     cut,
     fallback_answer,
     fallback_text,
     fit_facts,
+    notes,
     relevant,
     summary_prompt,
     summary_title,
@@ -308,7 +308,7 @@ def plan_summary(
             area_name, items, style=gen.prompt_format, language=language, home=home
         )
 
-    shown, prompt = _fit_notes(gen, build, findings.items[:MAX_NOTES], max_new_tokens)
+    shown, prompt = _fit_notes(gen, build, notes(findings.items), max_new_tokens)
     return shown, prompt, fallback_text(shown, language)
 
 

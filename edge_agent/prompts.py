@@ -29,6 +29,8 @@ PROMPT_VERSION = "narrate-v5"
 TITLE_MAX = 255  # Home Assistant caps a state at 255 characters.
 MAX_NOTES = 4
 """Findings shown for a summary: the top ones; more only dilutes a small model."""
+QUIET_NOTES = 3
+"""Findings shown when nothing is notable."""
 
 PromptFormat = Literal["chat", "completion"]
 
@@ -76,6 +78,7 @@ _CANDIDATES: dict[str, tuple[str, ...]] = {
     "t2": ("13:26", "14:53", "12:17"),
     "c1": ("1,130", "1,270", "1,390"),
     "c2": ("1,100", "1,250", "1,350"),
+    "c3": ("512", "587", "634"),
     "T1": ("23.7", "24.6", "19.3"),
     "T2": ("9.6", "8.3", "11.2"),
     "T3": ("24.2", "25.7", "18.1"),
@@ -100,7 +103,8 @@ _SUMMARY_EXAMPLES = {
         "Summary: Humidity in the bathroom rose from {h1} % to {h2} %; the temperature is "
         "{T3} °C.\n\n"
         "Notes (Bedroom):\n- nothing notable\n- temperature {T4} °C\n- humidity {h3} %\n"
-        "Summary: All quiet in the bedroom: {T4} °C and {h3} % humidity.\n\n"
+        "- CO2 {c3} ppm\n"
+        "Summary: All quiet in the bedroom: {T4} °C, {h3} % humidity and CO2 at {c3} ppm.\n\n"
     ),
     "fr": (
         "Notes (Bureau) :\n- Bureau occupé depuis {t1}\n- CO2 {c1} ppm, au-dessus de la "
@@ -116,7 +120,9 @@ _SUMMARY_EXAMPLES = {
         "Résumé : L'humidité de la salle de bain a augmenté de {h1} % à {h2} % ; il fait "
         "{T3} °C.\n\n"
         "Notes (Chambre) :\n- rien à signaler\n- température {T4} °C\n- humidité {h3} %\n"
-        "Résumé : Rien à signaler dans la chambre : {T4} °C et {h3} % d'humidité.\n\n"
+        "- CO2 {c3} ppm\n"
+        "Résumé : Rien à signaler dans la chambre : {T4} °C, {h3} % d'humidité et CO2 à "
+        "{c3} ppm.\n\n"
     ),
 }
 _ANSWER_EXAMPLES = {
@@ -187,6 +193,12 @@ def _instructions(language: str, home: str, answer: bool) -> str:
 def _note(finding: Finding, with_area: bool, language: str) -> str:
     sep = " : " if language == "fr" else ": "
     return f"- {finding.area_name}{sep}{finding.phrase}" if with_area else f"- {finding.phrase}"
+
+
+def notes(findings: Sequence[Finding]) -> tuple[Finding, ...]:
+    """The findings a summary shows: the top four, three when nothing is notable (the
+    model then states what leads them rather than picking one)."""
+    return tuple(findings[: MAX_NOTES if any(f.notable for f in findings) else QUIET_NOTES])
 
 
 def summary_prompt(

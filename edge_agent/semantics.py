@@ -453,6 +453,8 @@ def _state_hint(device: str) -> str | None:
 def humanize(ident: str) -> str:
     """A readable name from an id: ``binary_sensor.front_door`` -> "Front door"."""
     text = ident.strip()
+    if " " in text and not re.search(r"[_/]", text):
+        return text[:1].upper() + text[1:]  # already a name ("Living Room", "salon")
     if "." in text and re.match(r"^[a-z_]+\.[\w]+$", text):
         text = text.partition(".")[2]  # a Home Assistant entity id: drop the domain
     words = [w for w in re.split(r"[\s_/\-.]+", _CAMEL.sub(" ", text)) if w]

@@ -167,7 +167,7 @@ def synthetic_cases(count: int, seed: int = 7) -> list[Case]:
             "bedroom/climate", "co2", 1200.0, "above", 1200.0, peak, now, "ppm", "bedroom"
         )
         bed = (co2, *_climate(rng, "bedroom/climate", ("temperature",)))
-        rows = (*_rows(bed), Row(exc.started_at, "co2", 1210.0))
+        rows = tuple(sorted((*_rows(bed), Row(exc.started_at, "co2", 1210.0)), key=lambda r: r.ts))
         out.append(Case(SHAPES[3], "bedroom", bed, rows, excursions=(exc,)))
         quiet = tuple(_climate(rng, "guest_room/climate", ("humidity", "temperature")))
         out.append(Case(SHAPES[4], "guest_room", quiet, _rows(quiet)))
@@ -215,7 +215,10 @@ def real_cases(path: Path, count: int, window_s: float = 900.0) -> list[Case]:
             store.add(event)
         if i not in cuts:
             continue
-        raw = [Row(t, k, v) for t, r in rows[max(0, i - 90) : i + 1] for k, v in r.items()]
+        raw = [
+            Row(t, k, v) for t, r in rows[max(0, i - 90) : i + 1] if t >= ts - 3600.0
+            for k, v in r.items()
+        ]  # fmt: skip
         window = tuple(r for r in raw if r.ts >= ts - window_s)
         out.append(
             Case(
@@ -318,11 +321,11 @@ def run_cases(
             case.facts, rules=rules, names=names, excursions=case.excursions,
             baseline=case.baseline, window_s=case.window_s,
         )  # fmt: skip
-        text, reason, used = _narrate(generator, case, found, names, language, max_new_tokens)
+        text, reason, used, raw = _narrate(generator, case, found, names, language, max_new_tokens)
         new_tokens += used
         shape = case.shape if case.shape in SHAPES else f"{case.shape}: {_kind(found)}"
         tally = tallies.setdefault(shape, ShapeTally())
-        _tally(tally, case, found, text, reason, names, language)
+        _tally(tally, case, found, text, reason, names, language, raw)
         if on_case is not None:
             on_case(done, len(todo))
     return NarrationResult(
@@ -344,7 +347,7 @@ def _narrate(
     names: Naming,
     language: str,
     max_new_tokens: int,
-) -> tuple[str, str, int]:
+) -> tuple[str, str, int, str]:
     shown, prompt, fallback = plan_summary(
         generator, names.area(case.area), found, language=language, home="",
         max_new_tokens=max_new_tokens,
@@ -354,7 +357,7 @@ def _narrate(
     text, reason = judge(
         result.text, result.stop_reason, shown, prompt, language=language, known_names=known
     )
-    return (fallback if reason else text), reason, result.new_tokens
+    return (fallback if reason else text), reason, result.new_tokens, result.text.strip()
 
 
 def _tally(
@@ -365,6 +368,7 @@ def _tally(
     reason: str,
     names: Naming,
     language: str,
+    raw: str,
 ) -> None:
     tally.total += 1
     if reason:
@@ -388,7 +392,7 @@ def _tally(
         tally.examples.append(f"bad title {title!r}")
     tally.lengths.append(len(text))
     if reason and len(tally.examples) < 6:
-        tally.examples.append(f"fallback ({reason}) for {text!r}")
+        tally.examples.append(f"fallback ({reason}) for the model's {raw[:160]!r}")
 
 
 def render(result: NarrationResult, *, show: bool = False) -> str:
