@@ -48,7 +48,8 @@ def test_the_windows_are_fixed_by_the_seed_and_cover_every_shape() -> None:
     for case in first:
         assert all(f.area == case.area for f in case.facts)
         for exc in case.excursions:
-            assert exc.open and exc.peak >= exc.last > exc.limit
+            assert exc.open
+            assert exc.peak >= exc.last > exc.limit
 
 
 def test_every_synthetic_fallback_is_true_and_states_the_top_finding() -> None:

@@ -13,9 +13,18 @@ H = 3600.0
 RULES = FindingRules(limits={"co2": (None, 1200.0)}, tz=UTC)
 
 
-def _level(metric: str, unit: str, last: float, low: float, high: float, slope: float | None = None,
-           device: str = "living_room/climate", area: str = "living_room") -> MetricFacts:  # fmt: skip
-    return MetricFacts(device, metric, 60, last, low, high, (low + high) / 2, 0.0, H, unit, area, slope)
+def _level(
+    metric: str,
+    unit: str,
+    last: float,
+    low: float,
+    high: float,
+    slope: float | None = None,
+    device: str = "living_room/climate",
+    area: str = "living_room",
+) -> MetricFacts:
+    mean = (low + high) / 2
+    return MetricFacts(device, metric, 60, last, low, high, mean, 0.0, H, unit, area, slope)
 
 
 def _state(metric: str, last: float, changes: tuple[tuple[float, float], ...] = (),
@@ -98,7 +107,9 @@ def test_titles_and_fallbacks_are_readable_sentences() -> None:
     temp = _level("temperature", "°C", 21.43, 21.0, 21.5)
     co2 = _level("co2", "ppm", 701, 640, 705, 120.0)
     found = _find(temp, co2)
-    assert summary_title("Living room", found.items) == "Living room: CO2 701 ppm and rising, 21.4 °C"
+    assert (
+        summary_title("Living room", found.items) == "Living room: CO2 701 ppm and rising, 21.4 °C"
+    )
     assert fallback_text(found.items) == "CO2 is 701 ppm and rising. Temperature is 21.4 °C."
     quiet = _find(temp)
     assert fallback_text(quiet.items) == "All quiet. Temperature is 21.4 °C."

@@ -38,12 +38,15 @@ def _fact(
 
 def _home() -> list[MetricFacts]:
     return [
-        _fact("hallway/front_door", "contact", 1.0, changes=((9 * H + 40 * 60, 1.0),),
-              area="hallway"),  # fmt: skip
-        MetricFacts("living_room/climate", "co2", 9, 701, 690, 705, 700, 0, H, "ppm",
-                    "living_room"),  # fmt: skip
-        MetricFacts("living_room/climate", "temperature", 9, 21.4, 21, 22, 21.4, 0, H, "°C",
-                    "living_room"),  # fmt: skip
+        _fact(
+            "hallway/front_door", "contact", 1.0, changes=((9 * H + 40 * 60, 1.0),), area="hallway"
+        ),
+        MetricFacts(
+            "living_room/climate", "co2", 9, 701, 690, 705, 700, 0, H, "ppm", "living_room"
+        ),
+        MetricFacts(
+            "living_room/climate", "temperature", 9, 21.4, 21, 22, 21.4, 0, H, "°C", "living_room"
+        ),
     ]
 
 

@@ -40,8 +40,11 @@ HALL = Window(
         ("The office is at 1, min 1, max 1, rising 1069.97 per hour.", OFFICE, "unitless"),
         ("The office is at 20.39 °C and 0 lx, min 0, max 0.", OFFICE, "unitless"),
         ("The office is at 454 lx and 16.73 per hour.", OFFICE, "unitless"),
-        ("The office is at 824.63 ppm, 59 readings (mean 824.63 ppm, z = 5.0)", OFFICE,
-         "invented"),  # fmt: skip
+        (
+            "The office is at 824.63 ppm, 59 readings (mean 824.63 ppm, z = 5.0)",
+            OFFICE,
+            "invented",
+        ),
         ("The living room is at 94 % humidity.", HALL, "wrong-role"),
         ("The front door is open.", HALL, "wrong-state"),
         ("Yes, the door is open.", HALL, "wrong-state"),
