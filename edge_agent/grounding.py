@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from edge_agent.findings import Finding
 from edge_agent.prompts import relevant, yes_no
-from edge_agent.semantics import VOCABULARIES, Number
+from edge_agent.semantics import LEVEL_WORDS, VOCABULARIES, Number
 
 # Numbers as people write them: -3, 21.5, 21,5 (fr decimal comma), 1,400 (thousands).
 _NUMBER = r"-?\d+(?:[.,]\d+)*"
@@ -142,13 +142,19 @@ class _Words:
 
     def __init__(self, shown: Sequence[Finding]) -> None:
         self.by_word: dict[str, set[int]] = {}
+        # Words of metrics no finding shows name "another subject" (owner -1): a number
+        # next to them ("CO2 at 21.3 °C" without a CO2 finding) is in the wrong role.
+        for word in LEVEL_WORDS:
+            self.by_word.setdefault(word, set()).add(-1)
         for i, f in enumerate(shown):
             # Area words name every finding of the area alike: they attribute nothing.
             area = {w.lower() for w in re.findall(r"\w+", f.area_name)}
             area |= {w.lower() for w in re.findall(r"[^\W_]+", f.area or "")}
             subject = {w.lower() for w in re.findall(r"\w+", f.subject)}
             for word in (set(f.words) | subject) - area:
-                self.by_word.setdefault(word, set()).add(i)
+                owners = self.by_word.setdefault(word, set())
+                owners.discard(-1)
+                owners.add(i)
 
     def nearest(self, toks: Sequence[_Tok], at: int) -> set[int]:
         """Findings named by the words nearest to token ``at`` in its sentence."""
@@ -245,7 +251,8 @@ def _numbers(toks: Sequence[_Tok], shown: Sequence[Finding], words: _Words, lang
                 return f"number {value:g} is written without its unit"
         near = words.nearest(toks, tok.index)
         if near and not near & {i for i, _ in cands}:
-            subject = shown[min(near)].subject
+            owner = min(near)
+            subject = shown[owner].subject if owner >= 0 else "another metric"
             return f"{value:g} is not a number of {subject}"
         before = {
             t.text.lower()

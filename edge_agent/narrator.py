@@ -342,7 +342,12 @@ def tidy(text: str, stop_reason: str) -> str:
     text = " ".join(text.split())
     if stop_reason == "max_new_tokens":
         ends = list(_SENTENCE_END.finditer(text))
-        text = text[: ends[-1].end()] if ends else ""
+        if ends:
+            return text[: ends[-1].end()]
+        # A base model that starts repeating itself ("...; the temperature is...")
+        # has said everything before its last clause break: keep that, as a sentence.
+        head, sep, _ = text.rpartition(";")
+        return head.rstrip(" ,") + "." if sep and head.strip() else ""
     return text
 
 

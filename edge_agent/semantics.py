@@ -301,6 +301,12 @@ _LEVELS: dict[str, LevelInfo] = {
     ),
 }
 
+LEVEL_WORDS = frozenset(
+    {"temperature", "humidity", "co2", "light", "pressure", "battery", "température",
+     "humidité", "luminosité", "pression", "batterie", "noise", "lux"}
+)  # fmt: skip
+"""Words that name one level metric only: a number beside them is that metric's."""
+
 _LEVEL_ALIASES: dict[str, str] = {
     "local_temperature": "temperature",
     "temp": "temperature",
