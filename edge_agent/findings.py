@@ -334,11 +334,11 @@ class _Ctx:
             and usual.count > fact.count
             and abs(fact.last - usual.mean) >= 2 * delta
         ):
-            usual_n = self.num(usual.mean, "usual")
-            if usual_n.value != now.value:
-                phrase, sentence = w.usual(label, now, usual_n, trend)
-                head = w.level_headline(label, metric, now, trend)
-                return self.make("usual", 45.0, phrase, sentence, head, (now, usual_n))
+            # The usual value is a mean, not a reading: it is said, not cited.
+            above = fact.last > usual.mean
+            phrase, sentence = w.usual(label, now, above, trend)
+            head = w.level_headline(label, metric, now, trend)
+            return self.make("usual", 45.0, phrase, sentence, head, (now,))
         score = _LEVEL_SCORE.get(metric, 12.0) + (10.0 if trend else 0.0)
         phrase, sentence = w.level(label, now, trend)
         head = w.level_headline(label, metric, now, trend)

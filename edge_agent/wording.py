@@ -50,7 +50,7 @@ class Wording(Protocol):
         self, label: str, direction: str, limit: Number, since: Number, peak: Number, now: Number
     ) -> tuple[str, str]: ...
     def jump(self, label: str, rising: bool, frm: Number, now: Number) -> tuple[str, str]: ...
-    def usual(self, label: str, now: Number, usual: Number, trend: int) -> tuple[str, str]: ...
+    def usual(self, label: str, now: Number, above: bool, trend: int) -> tuple[str, str]: ...
     def stale(self, device: str, since: Number) -> tuple[str, str]: ...
     def battery(self, device: str, value: Number) -> tuple[str, str]: ...
     def since(self, subject: str, state: str, since: Number) -> tuple[str, str]: ...
@@ -120,11 +120,11 @@ class English:
             f"{cap(label)} {verb} from {frm.text} to {now.text}.",
         )
 
-    def usual(self, label: str, now: Number, usual: Number, trend: int) -> tuple[str, str]:
-        side = "above" if now.value > usual.value else "below"
+    def usual(self, label: str, now: Number, above: bool, trend: int) -> tuple[str, str]:
+        side = "above" if above else "below"
         return (
-            f"{label} {now.text}, well {side} its usual {usual.text}",
-            f"{cap(label)} is {now.text}, well {side} its usual {usual.text}{self._trend(trend)}.",
+            f"{label} {now.text}, well {side} usual",
+            f"{cap(label)} is {now.text}, well {side} usual{self._trend(trend)}.",
         )
 
     def stale(self, device: str, since: Number) -> tuple[str, str]:
@@ -219,11 +219,11 @@ class French:
             f"{self._art(label)} {verb} de {frm.text} à {now.text}.",
         )
 
-    def usual(self, label: str, now: Number, usual: Number, trend: int) -> tuple[str, str]:
+    def usual(self, label: str, now: Number, above: bool, trend: int) -> tuple[str, str]:
+        side = "bien au-dessus" if above else "bien en dessous"
         return (
-            f"{label} {now.text}, loin de l'habitude ({usual.text})",
-            f"{self._art(label)} est de {now.text}, loin de sa valeur habituelle de "
-            f"{usual.text}{self._trend(trend)}.",
+            f"{label} {now.text}, {side} de l'habitude",
+            f"{self._art(label)} est de {now.text}, {side} de l'habitude{self._trend(trend)}.",
         )
 
     def stale(self, device: str, since: Number) -> tuple[str, str]:
