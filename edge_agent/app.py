@@ -16,7 +16,7 @@ from edge_agent.actions.constrain import JsonConstraint
 from edge_agent.actions.engine import ActionsEngine
 from edge_agent.actions.wiring import action_constraint, build_engine
 from edge_agent.anomalies import AnomalyDetector
-from edge_agent.errors import StartupError, TransportError
+from edge_agent.errors import ModelError, StartupError, TransportError
 from edge_agent.facts import WindowStore
 from edge_agent.ha.discovery import discovery_messages
 from edge_agent.ha.publisher import DiscoveryPublisher
@@ -24,6 +24,7 @@ from edge_agent.ha.wiring import build_node
 from edge_agent.llm.base import Generator
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.numguard import NumberGuard
 from edge_agent.service import Agent, AgentConfig, Route, Topics
 from edge_agent.settings import ModelSettings, Settings, read_password
 from edge_agent.status import StatusReporter
@@ -121,8 +122,19 @@ def build_agent(
             device_names=summary.device_names,
             area_names=summary.area_names,
         ),
+        number_guard(Path(settings.model.path)),
     )
     return Agent(transport, narrator, routes, config, store, detector, clock, handlers, actions)
+
+
+def number_guard(model_dir: Path) -> NumberGuard | None:
+    """The narrator's number guard for the model's vocabulary; None (and a warning) when
+    the vocabulary cannot be read: the grounding check still runs."""
+    try:
+        return NumberGuard.from_model_dir(model_dir)
+    except ModelError as exc:
+        log.warning("number_guard_off", error=str(exc))
+        return None
 
 
 def topics(settings: Settings) -> Topics:

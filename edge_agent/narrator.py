@@ -24,6 +24,7 @@ from edge_agent.errors import GenerationError
 from edge_agent.findings import Finding, FindingRules, Findings, find
 from edge_agent.grounding import check
 from edge_agent.llm.base import GenerationRequest, Generator
+from edge_agent.numguard import NumberGuard
 from edge_agent.prompts import (
     Prompt,
     answer_prompt,
@@ -97,9 +98,16 @@ class NarrationStats:
 class Narrator:
     """Findings in, checked text out, through the worker's one-at-a-time model."""
 
-    def __init__(self, worker: InferenceWorker, config: NarratorConfig) -> None:
+    def __init__(
+        self,
+        worker: InferenceWorker,
+        config: NarratorConfig,
+        guard: NumberGuard | None = None,
+    ) -> None:
         self._worker = worker
         self._cfg = config
+        self._guard = guard
+        """Keeps the model's numbers to the shown ones while it writes (None: off)."""
         self.names = Naming(config.device_names, config.area_names)
         self._rules = FindingRules(limits=config.limits, language=config.language, tz=config.tz)
         self.stats = NarrationStats()
@@ -235,6 +243,8 @@ class Narrator:
             max_new_tokens=self._cfg.ask_max_new_tokens if answer else self._cfg.max_new_tokens,
             deadline_s=self._cfg.deadline_s,
             on_text=on_text,
+            guard=self._guard,
+            shown=shown,
         )
         started = time.monotonic()
         try:
@@ -384,8 +394,11 @@ def narration_request(
     max_new_tokens: int,
     deadline_s: float | None = None,
     on_text: TextSink | None = None,
+    guard: NumberGuard | None = None,
+    shown: Sequence[Finding] = (),
 ) -> GenerationRequest:
-    """``prompt`` in the model's template, with its static head marked for the KV cache."""
+    """``prompt`` in the model's template, with its static head marked for the KV cache;
+    with ``guard``, the model can only write the numbers of the ``shown`` findings."""
     full = generator.render(prompt.text)
     # The rendered template head plus our static instructions: identical on every
     # request, so the runtime can keep its KV cache.
@@ -397,6 +410,9 @@ def narration_request(
         stop=prompt.stop,
         prefix_chars=max(prefix_chars, 0),
         on_text=on_text,
+        logits_processor=(
+            guard.processor(n.digits for f in shown for n in f.numbers) if guard else None
+        ),
     )
 
 

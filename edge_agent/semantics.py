@@ -42,6 +42,11 @@ class Number:
     role: Role
     text: str
 
+    @property
+    def digits(self) -> str:
+        """The number as written, without its unit ("1,250" of "1,250 ppm")."""
+        return self.text if self.unit in ("", "time") else self.text.rsplit(" ", 1)[0]
+
 
 @dataclass(frozen=True, slots=True)
 class StateWords:

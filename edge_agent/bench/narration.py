@@ -35,6 +35,7 @@ from edge_agent.grounding import read_number, tokens
 from edge_agent.ingest import Payload, build_source
 from edge_agent.llm.base import Generator
 from edge_agent.narrator import judge, narration_request, plan_summary
+from edge_agent.numguard import NumberGuard
 from edge_agent.prompts import PROMPT_VERSION, summary_title
 from edge_agent.semantics import Naming
 
@@ -290,16 +291,24 @@ def bench_narration(
     real_windows: int = 0,
     language: str = "en",
     on_case: Callable[[int, int], None] | None = None,
+    guarded: bool = True,
 ) -> NarrationResult:
-    """Narrate every window and tally what users would read."""
+    """Narrate every window and tally what users would read (``guarded``: with the
+    service's number guard, as in production)."""
     from edge_agent.llm.runtime import OnnxGenerator
 
     generator = OnnxGenerator.load(model_dir, threads=threads)
     todo = synthetic_cases(windows, seed)
     if data is not None and real_windows > 0:
         todo += real_cases(data, real_windows)
+    guard = NumberGuard.from_model_dir(model_dir) if guarded else None
     return run_cases(
-        generator, todo, max_new_tokens=max_new_tokens, language=language, on_case=on_case
+        generator,
+        todo,
+        max_new_tokens=max_new_tokens,
+        language=language,
+        on_case=on_case,
+        guard=guard,
     )
 
 
@@ -310,6 +319,7 @@ def run_cases(
     max_new_tokens: int = 48,
     language: str = "en",
     on_case: Callable[[int, int], None] | None = None,
+    guard: NumberGuard | None = None,
 ) -> NarrationResult:
     """Narrate ``todo`` with ``generator`` through the service's own pipeline."""
     rules = FindingRules(limits=LIMITS, language=language, tz=UTC)
@@ -321,7 +331,9 @@ def run_cases(
             case.facts, rules=rules, names=names, excursions=case.excursions,
             baseline=case.baseline, window_s=case.window_s,
         )  # fmt: skip
-        text, reason, used, raw = _narrate(generator, case, found, names, language, max_new_tokens)
+        text, reason, used, raw = _narrate(
+            generator, case, found, names, language, max_new_tokens, guard
+        )
         new_tokens += used
         shape = case.shape if case.shape in SHAPES else f"{case.shape}: {_kind(found)}"
         tally = tallies.setdefault(shape, ShapeTally())
@@ -347,12 +359,16 @@ def _narrate(
     names: Naming,
     language: str,
     max_new_tokens: int,
+    guard: NumberGuard | None,
 ) -> tuple[str, str, int, str]:
     shown, prompt, fallback = plan_summary(
         generator, names.area(case.area), found, language=language, home="",
         max_new_tokens=max_new_tokens,
     )  # fmt: skip
-    result = generator.generate(narration_request(generator, prompt, max_new_tokens=max_new_tokens))
+    request = narration_request(
+        generator, prompt, max_new_tokens=max_new_tokens, guard=guard, shown=shown
+    )
+    result = generator.generate(request)
     known = {f.device for f in case.facts} | {case.area}
     text, reason = judge(
         result.text, result.stop_reason, shown, prompt, language=language, known_names=known

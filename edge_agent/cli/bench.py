@@ -312,6 +312,11 @@ def _add_narration(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     narration.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     narration.add_argument("--max-new-tokens", type=int, default=48, help="tokens per summary (48)")
     narration.add_argument("--show", action="store_true", help="print a few failures of each shape")
+    narration.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="let the model write any number (the service keeps it to the shown ones)",
+    )
     narration.set_defaults(handler=_narration)
 
 
@@ -342,6 +347,7 @@ def _narration(args: argparse.Namespace) -> int:
         real_windows=args.real_windows,
         language=args.language,
         on_case=tick,
+        guarded=not args.no_guard,
     )
     print(render(result, show=args.show))
     return 0
