@@ -156,20 +156,29 @@ class Narrator:
         name = self.names.area(area) if area is not None else None
         return summary_title(name, findings.items, self._cfg.language)
 
-    def home(self, areas: Mapping[str | None, Findings]) -> tuple[str, str]:
-        """The whole-home (title, text): a sentence per area with news, or "All quiet"."""
+    def home(
+        self,
+        areas: Mapping[str | None, Findings],
+        texts: Mapping[str | None, tuple[str, bool, str]] | None = None,
+    ) -> tuple[str, str, bool, str]:
+        """The whole-home (title, text, fallback, reason): for each area with news, its
+        published summary (``texts``: area -> (text, fallback, reason)) or else its top
+        finding's sentence; "All quiet" when no area has news."""
         w = wording(self._cfg.language)
-        heads, sentences = [], []
+        heads, sentences, fallback, reason = [], [], False, ""
         for area, found in areas.items():
             top = found.top
             if top is None or not found.notable:
                 continue
             name = self.names.area(area)
             heads.append(w.in_area(name, top.headline))
-            sentences.append(w.in_area(name, top.sentence))
+            text, replaced, why = (texts or {}).get(area) or (top.sentence, True, "home digest")
+            sentences.append(w.in_area(name, text))
+            if replaced and not fallback:
+                fallback, reason = True, why
         if not sentences:
-            return w.quiet, f"{w.quiet}."
-        return cut("; ".join(heads)), " ".join(sentences)
+            return w.quiet, f"{w.quiet}.", False, ""
+        return cut("; ".join(heads)), " ".join(sentences), fallback, reason
 
     # --- model texts ----------------------------------------------------------------
 

@@ -244,8 +244,8 @@ class Agent:
             )
             title = published[0].title
         else:
-            title, text = self._narrator.home(found)
-            fallback, reason = True, "home digest"
+            texts = {s.area: (s.text, s.fallback, s.fallback_reason) for s in published}
+            title, text, fallback, reason = self._narrator.home(found, texts)
         severities = [f.severity for f in found.values()]
         severity: Literal["info", "warning", "alert"] = next(
             (s for s in ("alert", "warning") if s in severities), "info"

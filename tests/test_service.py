@@ -342,3 +342,31 @@ def test_an_area_keeps_its_alert_while_an_excursion_is_open() -> None:
     assert area["severity"] == "alert"
     assert area["text"] == "CO2 is high."
     assert area["title"].startswith("Office: CO2 1,100 ppm (above 1,000 ppm)")
+
+
+def test_the_home_summary_has_a_sentence_per_area_with_news() -> None:
+    from edge_agent.ingest import SourceOptions
+
+    transport = MemoryTransport()
+    gen = ScriptedGenerator("It is 20.5 °C.", "CO2 is 1,250 ppm, above the 1,200 ppm limit.")
+    worker = InferenceWorker(gen, max_backlog=4)
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, limits={"co2": (None, 1200.0)}))
+    areas = SourceOptions(device_areas={"office": "office", "attic": "attic"})
+    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", None, areas)
+    config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
+    store = WindowStore(600)
+    agent = Agent(transport, narrator, (route,), config, store, AnomalyDetector(), lambda: 1000.0)
+    agent.handle(Message("zigbee2mqtt/office", b'{"co2": 1250}'))
+    agent.handle(Message("zigbee2mqtt/attic", b'{"temperature": 20.5}'))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(agent.digest(1000.0), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    (home,) = transport.on("t/summary")
+    assert home["text"] == "Office: CO2 is 1,250 ppm, above the 1,200 ppm limit."
+    assert home["title"] == "Office: CO2 1,250 ppm"
+    assert (home["fallback"], home["severity"], home["area"]) == (False, "alert", None)
+    assert [s["area"] for s in transport.on("t/summary/attic")] == ["attic"]
