@@ -63,7 +63,7 @@ _ROLE_CUES = frozenset(
 )  # fmt: skip
 _NEGATIONS = frozenset({"not", "no", "never", "isn't", "aren't", "wasn't", "pas", "plus"})
 # State words too common to count without a verb before them ("based on", "left").
-_COMMON = frozenset({"on", "off", "home", "away", "left", "dry", "shut", "arrived"})
+_COMMON = frozenset({"on", "off", "home", "away", "left", "dry", "shut"})
 _COPULAS = frozenset(
     {"is", "are", "was", "were", "been", "turned", "switched", "now", "stays", "remains", "still"}
 )

@@ -92,7 +92,7 @@ VOCABULARIES: dict[str, Vocabulary] = {
     # zigbee2mqtt: contact true = the magnet touches = closed.
     "contact": _v(
         "contact",
-        StateWords(("closed", "shut"), ("open",), ("closed", "shut"), ("opened",)),
+        StateWords(("closed", "shut"), ("open", "ajar"), ("closed", "shut"), ("opened",)),
         StateWords(("fermée", "fermé"), ("ouverte", "ouvert"), ("fermée",), ("ouverte",)),
     ),
     # Home Assistant's door/window/opening/garage classes: on = open.
@@ -103,7 +103,12 @@ VOCABULARIES: dict[str, Vocabulary] = {
     ),
     "occupancy": _v(
         "occupancy",
-        StateWords(("occupied",), ("empty", "vacant", "unoccupied"), ("arrived",), ("left",)),
+        StateWords(
+            ("occupied", "someone", "somebody"),
+            ("empty", "vacant", "unoccupied", "nobody", "no one"),
+            ("arrived",),
+            ("left",),
+        ),
         StateWords(("occupé", "occupée"), ("vide", "inoccupé", "inoccupée"), (), ()),
     ),
     "motion": _v(
