@@ -83,14 +83,12 @@ _CANDIDATES: dict[str, tuple[str, ...]] = {
     "T2": ("9.6", "8.3", "11.2"),
     "T3": ("24.2", "25.7", "18.1"),
     "T4": ("17.6", "16.3", "26.1"),
-    "T5": ("15.2", "27.4", "14.6"),
     "h1": ("49", "38", "57"),
     "h2": ("81", "88", "73"),
     "h3": ("53", "61", "34"),
-    "h4": ("67", "44", "29"),
     "n1": ("4", "5", "6"),
 }
-_FR = {"T1", "T2", "T3", "T4", "T5"}  # decimals written with a comma in French
+_FR = {"T1", "T2", "T3", "T4"}  # decimals written with a comma in French
 
 _SUMMARY_EXAMPLES = {
     "en": (
@@ -107,8 +105,6 @@ _SUMMARY_EXAMPLES = {
         "Notes (Bedroom):\n- nothing notable\n- temperature {T4} °C\n- humidity {h3} %\n"
         "- CO2 {c3} ppm\n"
         "Summary: All quiet in the bedroom: {T4} °C, {h3} % humidity and CO2 at {c3} ppm.\n\n"
-        "Notes (Hall):\n- nothing notable\n- temperature {T5} °C\n- humidity {h4} %\n"
-        "Summary: Nothing to report in the hall: {T5} °C and {h4} % humidity.\n\n"
     ),
     "fr": (
         "Notes (Bureau) :\n- Bureau occupé depuis {t1}\n- CO2 {c1} ppm, au-dessus de la "
@@ -127,8 +123,6 @@ _SUMMARY_EXAMPLES = {
         "- CO2 {c3} ppm\n"
         "Résumé : Rien à signaler dans la chambre : {T4} °C, {h3} % d'humidité et CO2 à "
         "{c3} ppm.\n\n"
-        "Notes (Entrée) :\n- rien à signaler\n- température {T5} °C\n- humidité {h4} %\n"
-        "Résumé : Calme dans l'entrée : {T5} °C et {h4} % d'humidité.\n\n"
     ),
 }
 _ANSWER_EXAMPLES = {
@@ -150,10 +144,7 @@ _ANSWER_EXAMPLES = {
         "et en hausse.\n\n"
     ),
 }
-_EXAMPLE_WORDS = (
-    "study", "garage", "bathroom", "bedroom", "hall", "bureau", "salle de bain", "chambre",
-    "entrée",
-)  # fmt: skip
+_EXAMPLE_WORDS = ("study", "garage", "bathroom", "bedroom", "bureau", "salle de bain", "chambre")
 _LABELS = {
     "en": ("Notes", "Summary:", "Answer:", "Question:", "nothing notable"),
     "fr": ("Notes", "Résumé :", "Réponse :", "Question :", "rien à signaler"),
