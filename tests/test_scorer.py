@@ -70,6 +70,7 @@ def test_wrong_texts_are_faulted(text: str, window: Window, kind: str) -> None:
         ("The front door is closed; it opened once at 09:40.", HALL),
         ("Front door battery is at 94 %, humidity 46 %.", HALL),
         ("La porte d'entrée est fermée.", HALL),
+        ("La porte a été ouverte 1 fois ; elle est fermée maintenant.", HALL),
         ("All quiet.", OFFICE),
     ],
 )

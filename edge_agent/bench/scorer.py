@@ -240,11 +240,13 @@ def _state(
         last = series[-1].value >= 0.5
         values = [r.value >= 0.5 for r in series]
         reached = {b for a, b in itertools.pairwise(values) if a != b}
+        # "was open", "a été ouverte": a past state, true if the window reached it.
+        past = bool(prev & {"was", "were", "été"})
         if word in on_words or word in off_words:
             said = word in on_words
             if negated:
                 said = not said
-            if said != last and not (word in to_on and said in reached):
+            if said != last and not ((word in to_on or past) and said in reached):
                 state = on_words[0] if last else off_words[0]
                 return [RoleError("wrong-state", f"'{word}' but the {fam} is {state}")]
         elif word in to_off and False not in reached:
