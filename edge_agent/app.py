@@ -6,7 +6,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -25,6 +25,7 @@ from edge_agent.llm.base import Generator
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.narrator import Narrator, NarratorConfig
 from edge_agent.numguard import NumberGuard
+from edge_agent.semantics import Naming
 from edge_agent.service import Agent, AgentConfig, Route, Topics
 from edge_agent.settings import ModelSettings, Settings, read_password
 from edge_agent.status import StatusReporter
@@ -93,8 +94,9 @@ def build_agent(
 ) -> Agent:
     """The agent with its routes, windows, detector and narrator."""
     summary = settings.summary
+    names = Naming(summary.device_names, summary.area_names)
     routes = tuple(
-        Route.build(s.topic, s.adapter, s.area, s.source_options())
+        Route.build(s.topic, s.adapter, s.area, replace(s.source_options(), on_name=names.learn))
         for s in settings.sensors.subscriptions
     )
     config = AgentConfig(
@@ -123,6 +125,7 @@ def build_agent(
             area_names=summary.area_names,
         ),
         number_guard(Path(settings.model.path)),
+        names=names,
     )
     return Agent(transport, narrator, routes, config, store, detector, clock, handlers, actions)
 

@@ -103,12 +103,14 @@ class Narrator:
         worker: InferenceWorker,
         config: NarratorConfig,
         guard: NumberGuard | None = None,
+        names: Naming | None = None,
     ) -> None:
         self._worker = worker
         self._cfg = config
         self._guard = guard
         """Keeps the model's numbers to the shown ones while it writes (None: off)."""
-        self.names = Naming(config.device_names, config.area_names)
+        self.names = names or Naming(config.device_names, config.area_names)
+        """Display names; the ingest teaches it the names devices announce."""
         self._rules = FindingRules(limits=config.limits, language=config.language, tz=config.tz)
         self.stats = NarrationStats()
 

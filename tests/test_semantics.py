@@ -80,3 +80,20 @@ def test_display_names_prefer_config_then_announced_names() -> None:
     assert names.device("sensor.x") == "Desk lamp"
     assert names.area("living_room") == "Lounge"
     assert names.area("guest_room") == "Guest room"
+
+
+def test_home_assistant_friendly_names_are_learned_from_statestream() -> None:
+    from edge_agent.ingest import Payload, SourceOptions, build_source
+
+    names = Naming()
+    source = build_source(
+        "homeassistant/#", "statestream", None, SourceOptions(on_name=names.learn)
+    )
+    topic = "homeassistant/binary_sensor/front_door_contact"
+    assert source.parse(f"{topic}/friendly_name", Payload('"Porte d\'entrée"'.encode()), 1.0) == []
+    (event,) = source.parse(f"{topic}/state", Payload(b"off"), 2.0)
+    assert names.device(event.device) == "Porte d'entrée"
+    # A configured name still wins over an announced one.
+    configured = Naming({"binary_sensor.front_door_contact": "Front door"})
+    configured.learn("binary_sensor.front_door_contact", "Porte d'entrée")
+    assert configured.device("binary_sensor.front_door_contact") == "Front door"

@@ -69,6 +69,7 @@ def build_source(
         device=opts.device,
         metric=opts.metric,
         fields=MappingProxyType(dict(opts.fields)),
+        on_name=opts.on_name,
     )
     return Source(parse, topic_prefix(topic_filter), area, frozen, paths)
 

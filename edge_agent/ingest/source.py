@@ -53,6 +53,9 @@ class SourceOptions:
     """plain: the metric name, instead of the topic's last level."""
     fields: Mapping[str, str] = field(default_factory=_empty)
     """generic: metric name -> path into the JSON document."""
+    on_name: Callable[[str, str], None] | None = field(default=None, compare=False)
+    """Told (device, name) when a device announces its display name (Home Assistant's
+    ``friendly_name``); the narrator's names learn it."""
 
 
 @dataclass(frozen=True, slots=True)

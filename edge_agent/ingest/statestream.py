@@ -48,7 +48,11 @@ def parse(topic: str, payload: Payload, source: Source, now: float) -> list[Sens
         return [source.event(device, "state", value, topic, now)]
     if leaf in _TIMESTAMPS:
         return []
-    number = json_number(payload.json())
+    doc = payload.json()
+    if leaf == "friendly_name" and isinstance(doc, str) and source.options.on_name is not None:
+        source.options.on_name(device, doc)
+        return []
+    number = json_number(doc)
     if number is None:
         return []  # friendly_name, unit_of_measurement, icon...: metadata, not readings
     return [source.event(device, leaf, number, topic, now)]
