@@ -18,8 +18,9 @@ from datetime import datetime, tzinfo
 from typing import Literal
 
 from edge_agent.domain import Excursion, MetricFacts
-from edge_agent.semantics import LOW_BATTERY, Meaning, Naming, Number, Role, Vocabulary, meaning
+from edge_agent.semantics import LOW_BATTERY, Meaning, Naming, Number, Role, meaning
 from edge_agent.wording import Wording, wording
+from edge_agent.words import Vocabulary
 
 FindingKind = Literal[
     "alarm", "excursion", "limit", "offline", "change", "jump", "stale", "battery",

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from edge_agent.findings import Finding
 from edge_agent.prompts import relevant, yes_no
-from edge_agent.semantics import LEVEL_WORDS, VOCABULARIES, Number
+from edge_agent.semantics import Number
+from edge_agent.words import LEVEL_WORDS, VOCABULARIES
 
 # Numbers as people write them: -3, 21.5, 21,5 (fr decimal comma), 1,400 (thousands).
 _NUMBER = r"-?\d+(?:[.,]\d+)*"

@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge_agent.domain import MetricFacts
+from edge_agent.words import (
+    LEVELS,
+    STATE_NOUNS,
+    VOCABULARIES,
+    LevelInfo,
+    Vocabulary,
+)
 
 Kind = Literal["level", "state", "counter", "diagnostic"]
 Role = Literal["now", "limit", "peak", "from", "usual", "count", "time"]
@@ -47,125 +54,6 @@ class Number:
         """The number as written, without its unit ("1,250" of "1,250 ppm")."""
         return self.text if self.unit in ("", "time") else self.text.rsplit(" ", 1)[0]
 
-
-@dataclass(frozen=True, slots=True)
-class StateWords:
-    """Words of one binary metric in one language.
-
-    ``on``/``off`` are what the state *is* (value 1.0 / 0.0); ``on_event``/``off_event``
-    are the verbs for reaching it ("opened"). The first word of each is the one we write.
-    """
-
-    on: tuple[str, ...]
-    off: tuple[str, ...]
-    on_event: tuple[str, ...] = ()
-    off_event: tuple[str, ...] = ()
-
-    def current(self, value: bool) -> tuple[str, ...]:
-        """Words for the state ``value``."""
-        return self.on if value else self.off
-
-    def event(self, value: bool) -> tuple[str, ...]:
-        """Verbs for reaching the state ``value``."""
-        return self.on_event if value else self.off_event
-
-
-@dataclass(frozen=True, slots=True)
-class Vocabulary:
-    """A state vocabulary: its words per language, and whether "on" is an alarm."""
-
-    key: str
-    words: Mapping[str, StateWords]
-    alarm: bool = False
-    """True for leak, smoke, gas, tamper: the "on" state is the most notable news."""
-
-    def lang(self, language: str) -> StateWords:
-        """The words in ``language`` (English when it has none)."""
-        return self.words.get(language) or self.words["en"]
-
-
-def _v(key: str, en: StateWords, fr: StateWords, alarm: bool = False) -> Vocabulary:
-    return Vocabulary(key, {"en": en, "fr": fr}, alarm)
-
-
-VOCABULARIES: dict[str, Vocabulary] = {
-    # zigbee2mqtt: contact true = the magnet touches = closed.
-    "contact": _v(
-        "contact",
-        StateWords(("closed", "shut"), ("open", "ajar"), ("closed", "shut"), ("opened",)),
-        StateWords(("fermée", "fermé"), ("ouverte", "ouvert"), ("fermée",), ("ouverte",)),
-    ),
-    # Home Assistant's door/window/opening/garage classes: on = open.
-    "opening": _v(
-        "opening",
-        StateWords(("open",), ("closed", "shut"), ("opened",), ("closed", "shut")),
-        StateWords(("ouverte", "ouvert"), ("fermée", "fermé"), ("ouverte",), ("fermée",)),
-    ),
-    "occupancy": _v(
-        "occupancy",
-        StateWords(
-            ("occupied", "someone", "somebody"),
-            ("empty", "vacant", "unoccupied", "nobody", "no one"),
-            ("arrived",),
-            ("left",),
-        ),
-        StateWords(("occupé", "occupée"), ("vide", "inoccupé", "inoccupée"), (), ()),
-    ),
-    "motion": _v(
-        "motion",
-        StateWords(("motion detected",), ("no motion",)),
-        StateWords(("mouvement détecté",), ("aucun mouvement",)),
-    ),
-    "water_leak": _v(
-        "water_leak",
-        StateWords(("leak detected", "leaking"), ("dry", "no leak")),
-        StateWords(("fuite détectée",), ("pas de fuite",)),
-        alarm=True,
-    ),
-    "smoke": _v(
-        "smoke",
-        StateWords(("smoke detected",), ("no smoke",)),
-        StateWords(("fumée détectée",), ("pas de fumée",)),
-        alarm=True,
-    ),
-    "gas": _v(
-        "gas",
-        StateWords(("gas detected",), ("no gas",)),
-        StateWords(("gaz détecté",), ("pas de gaz",)),
-        alarm=True,
-    ),
-    "tamper": _v(
-        "tamper",
-        StateWords(("tampered",), ("untouched",)),
-        StateWords(("manipulé",), ("intact",)),
-        alarm=True,
-    ),
-    "lock": _v(
-        "lock",
-        StateWords(("locked",), ("unlocked",), ("locked",), ("unlocked",)),
-        StateWords(("verrouillée", "verrouillé"), ("déverrouillée", "déverrouillé")),
-    ),
-    "presence": _v(
-        "presence",
-        StateWords(("home",), ("away",), ("came home",), ("left",)),
-        StateWords(("présent", "à la maison"), ("absent",)),
-    ),
-    "switch": _v(
-        "switch",
-        StateWords(("on",), ("off",), ("turned on", "switched on"), ("turned off", "switched off")),
-        StateWords(("allumé", "allumée"), ("éteint", "éteinte")),
-    ),
-    "available": _v(
-        "available",
-        StateWords(("online",), ("offline",)),
-        StateWords(("en ligne",), ("hors ligne",)),
-    ),
-    "battery_low": _v(
-        "battery_low",
-        StateWords(("battery low",), ("battery fine",)),
-        StateWords(("batterie faible",), ("batterie correcte",)),
-    ),
-}
 
 # Metric name (normalised) -> state vocabulary.
 _STATE_METRICS: dict[str, str] = {
@@ -213,109 +101,6 @@ _STATE_HINTS: tuple[tuple[str, str], ...] = (
     ("lock", "lock"),
 )
 
-
-@dataclass(frozen=True, slots=True)
-class LevelInfo:
-    """A level metric: its labels, the unit shown when the payload has none, precision."""
-
-    label: Mapping[str, str]
-    unit: str | None
-    decimals: int
-    notable_delta: float
-    """A change this large over a window is news (a shower, someone switching on a lamp)."""
-    synonyms: tuple[str, ...] = ()
-
-
-_LEVELS: dict[str, LevelInfo] = {
-    "temperature": LevelInfo(
-        {"en": "temperature", "fr": "température"},
-        "°C",
-        1,
-        1.5,
-        (
-            "temperature",
-            "temp",
-            "warm",
-            "warmer",
-            "cold",
-            "colder",
-            "cool",
-            "hot",
-            "heat",
-            "degrees",
-            "température",
-            "chaud",
-            "froid",
-            "degrés",
-            "chauffage",
-        ),
-    ),
-    "humidity": LevelInfo(
-        {"en": "humidity", "fr": "humidité"},
-        "%",
-        0,
-        10.0,
-        ("humidity", "humid", "damp", "moisture", "dry", "rh", "humidité", "humide", "sec"),
-    ),
-    "co2": LevelInfo(
-        {"en": "CO2", "fr": "CO2"},
-        "ppm",
-        0,
-        200.0,
-        (
-            "co2",
-            "co₂",
-            "carbon",
-            "dioxide",
-            "air",
-            "stuffy",
-            "ventilation",
-            "ventilate",
-            "aérer",
-            "carbone",
-            "qualité",
-        ),
-    ),
-    "illuminance": LevelInfo(
-        {"en": "light", "fr": "luminosité"},
-        "lx",
-        0,
-        150.0,
-        (
-            "light",
-            "lights",
-            "bright",
-            "brightness",
-            "dark",
-            "lux",
-            "illuminance",
-            "lumière",
-            "luminosité",
-            "sombre",
-            "clair",
-        ),
-    ),
-    "pressure": LevelInfo(
-        {"en": "pressure", "fr": "pression"}, "hPa", 0, 4.0, ("pressure", "pression")
-    ),
-    "noise": LevelInfo({"en": "noise", "fr": "bruit"}, "dB", 0, 15.0, ("noise", "loud", "bruit")),
-    "voc": LevelInfo({"en": "VOC", "fr": "COV"}, None, 0, 100.0, ("voc", "cov", "air")),
-    "pm25": LevelInfo(
-        {"en": "PM2.5", "fr": "PM2.5"}, "µg/m³", 0, 15.0, ("pm25", "pm2.5", "particles", "dust")
-    ),
-    "power": LevelInfo(
-        {"en": "power", "fr": "puissance"}, "W", 0, 200.0, ("power", "watts", "puissance")
-    ),
-    "soil_moisture": LevelInfo(
-        {"en": "soil moisture", "fr": "humidité du sol"}, "%", 0, 10.0, ("soil", "plant", "sol")
-    ),
-}
-
-LEVEL_WORDS = frozenset(
-    {"temperature", "humidity", "co2", "light", "pressure", "battery", "température",
-     "humidité", "luminosité", "pression", "batterie", "noise", "lux"}
-)  # fmt: skip
-"""Words that name one level metric only: a number beside them is that metric's."""
 
 _LEVEL_ALIASES: dict[str, str] = {
     "local_temperature": "temperature",
@@ -378,28 +163,10 @@ class Meaning:
             base.update(w.lower() for w in self.level.label.values())
             base.update(self.level.synonyms)
         if self.vocabulary is not None:
-            base.update(_STATE_NOUNS.get(self.vocabulary.key, ()))
+            base.update(STATE_NOUNS.get(self.vocabulary.key, ()))
         if self.metric == "battery":
             base.update(("battery", "batterie", "pile"))
         return tuple(sorted(w for w in base if w))
-
-
-_STATE_NOUNS: dict[str, tuple[str, ...]] = {
-    "contact": ("door", "doors", "window", "windows", "contact", "porte", "fenêtre"),
-    "opening": ("door", "doors", "window", "windows", "gate", "porte", "fenêtre"),
-    "occupancy": ("occupancy", "occupied", "someone", "anyone", "anybody", "somebody", "people",
-                  "nobody", "presence", "empty", "vacant", "quelqu'un", "personne", "présence"),
-    "motion": ("motion", "movement", "mouvement"),
-    "water_leak": ("leak", "water", "flood", "fuite", "eau"),
-    "smoke": ("smoke", "fire", "fumée", "feu"),
-    "gas": ("gas", "gaz"),
-    "tamper": ("tamper", "tampered"),
-    "lock": ("lock", "locked", "unlocked", "serrure", "verrou"),
-    "presence": ("home", "away", "présence"),
-    "switch": ("switch", "plug", "lamp", "light", "power", "prise", "lampe"),
-    "available": ("online", "offline", "available"),
-    "battery_low": ("battery", "batterie"),
-}  # fmt: skip
 
 
 def meaning(fact: MetricFacts) -> Meaning:
@@ -422,7 +189,7 @@ def classify(device: str, metric: str, unit: str | None, binary: bool) -> Meanin
         name = _level_hint(device) or name
     vocab_key = _STATE_METRICS.get(name)
     generic = name in ("state", "switch", "power", "on")
-    if binary and (generic or (vocab_key is None and name not in _LEVELS)):
+    if binary and (generic or (vocab_key is None and name not in LEVELS)):
         vocab_key = _state_hint(device) or vocab_key or "switch"
     if vocab_key is not None and (binary or not generic):
         vocab = VOCABULARIES[vocab_key]
@@ -434,7 +201,7 @@ def classify(device: str, metric: str, unit: str | None, binary: bool) -> Meanin
         return Meaning("diagnostic", name, unit or "", 2)
     if name in _COUNTERS:
         return Meaning("counter", name, unit or "", 2)
-    info = _LEVELS.get(name)
+    info = LEVELS.get(name)
     if info is not None:
         return Meaning("level", name, unit or info.unit or "", info.decimals, level=info)
     return Meaning("level", name, unit or "", 1 if unit else 2)
@@ -445,7 +212,7 @@ def _level_hint(device: str) -> str | None:
     words = re.split(r"[^a-z0-9]+", device.lower())
     for word in reversed(words):
         word = _LEVEL_ALIASES.get(word, word)
-        if word in _LEVELS or word == "battery":
+        if word in LEVELS or word == "battery":
             return word
     return None
 
