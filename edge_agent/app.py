@@ -6,7 +6,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -19,7 +19,7 @@ from edge_agent.alerts import Alerts
 from edge_agent.alertstate import AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.connection import tls_options
-from edge_agent.errors import ServiceFailedError, StartupError, TransportError
+from edge_agent.errors import ModelError, ServiceFailedError, StartupError, TransportError
 from edge_agent.facts import WindowStore
 from edge_agent.ha.discovery import discovery_messages
 from edge_agent.ha.publisher import DiscoveryPublisher
@@ -29,9 +29,11 @@ from edge_agent.llm.openai_backend import OpenAIGenerator, OpenAIOptions
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.metrics import LiveSources, Metrics
 from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.numguard import NumberGuard
 from edge_agent.preflight import model_problems, startup_problems
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
 from edge_agent.results import results_context
+from edge_agent.semantics import Naming
 from edge_agent.service import Agent, AgentConfig, Route, Topics
 from edge_agent.settings import ModelSettings, Settings, read_api_key, read_password
 from edge_agent.status import StatusReporter
@@ -106,8 +108,9 @@ def build_agent(
 ) -> Agent:
     """The agent with its routes, windows, detector and narrator."""
     summary = settings.summary
+    names = Naming(summary.device_names, summary.area_names)
     routes = tuple(
-        Route.build(s.topic, s.adapter, s.area, s.source_options())
+        Route.build(s.topic, s.adapter, s.area, replace(s.source_options(), on_name=names.learn))
         for s in settings.sensors.subscriptions
     )
     config = AgentConfig(
@@ -132,10 +135,27 @@ def build_agent(
             max_new_tokens=summary.max_new_tokens,
             ask_max_new_tokens=summary.ask_max_new_tokens,
             deadline_s=summary.deadline_s,
+            language=summary.language,
+            home=summary.home,
+            limits={m: (b.min, b.max) for m, b in settings.anomalies.thresholds.items()},
+            device_names=summary.device_names,
+            area_names=summary.area_names,
         ),
+        number_guard(Path(settings.model.path)),
+        names=names,
     )
     return Agent(
-        transport, narrator, routes, config, store, detector, clock, handlers, actions, alerts
+        transport,
+        narrator,
+        routes,
+        config,
+        store,
+        detector,
+        clock,
+        handlers,
+        actions,
+        alerts,
+        excursions=detector.open_in,
     )
 
 
@@ -166,6 +186,16 @@ def build_alerts(settings: Settings, detector: AnomalyDetector, now: float) -> A
         state_file=state_file,
         areas=configured_areas(settings.sensors.subscriptions),
     )
+
+
+def number_guard(model_dir: Path) -> NumberGuard | None:
+    """The narrator's number guard for the model's vocabulary; None (and a warning) when
+    the vocabulary cannot be read: the grounding check still runs."""
+    try:
+        return NumberGuard.from_model_dir(model_dir)
+    except ModelError as exc:
+        log.warning("number_guard_off", error=str(exc))
+        return None
 
 
 def topics(settings: Settings) -> Topics:
@@ -204,7 +234,12 @@ def assemble(
     """
     ha, mqtt = settings.homeassistant, settings.mqtt
     node = build_node(
-        mqtt, ha, settings.sensors.subscriptions, settings.model, model_id=generator.model_id
+        mqtt,
+        ha,
+        settings.sensors.subscriptions,
+        settings.model,
+        model_id=generator.model_id,
+        area_names=settings.summary.area_names,
     )
     approve, reject = mqtt.topic("action/approve"), mqtt.topic("action/reject")
     acting = any(a.mode != "off" for a in settings.actions.allow)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,25 +23,19 @@ from edge_agent.domain import (
     Answer,
     AskRequest,
     DeadLetter,
+    Excursion,
     MetricFacts,
     Summary,
     Window,
 )
 from edge_agent.errors import PayloadError
 from edge_agent.facts import WindowStore
-from edge_agent.grounding import numbers_in
+from edge_agent.findings import Findings
 from edge_agent.ingest import Payload, Source, SourceOptions, build_source
 from edge_agent.ingest.limits import check_clean, check_depth, clean
 from edge_agent.ingest.timing import TimePolicy
-from edge_agent.narrate import (
-    PROMPT_VERSION,
-    Prompt,
-    answer_prompt,
-    narratable,
-    summary_prompt,
-    summary_title,
-)
 from edge_agent.narrator import Narrator
+from edge_agent.prompts import PROMPT_VERSION
 from edge_agent.results import record
 from edge_agent.transport.base import Message, Transport
 
@@ -130,6 +124,7 @@ class Agent:
         handlers: dict[str, Callable[[Message], None]] | None = None,
         actions: ActionsEngine | None = None,
         alerts: Alerts | None = None,
+        excursions: Callable[[str | None], Sequence[Excursion]] | None = None,
     ) -> None:
         self._transport = transport
         self._narrator = narrator
@@ -143,6 +138,8 @@ class Agent:
         self._actions = actions
         self._alerts = alerts
         """Rate limits, "alert active" states and saved excursions; None: publish all."""
+        self._excursions = excursions
+        """The open threshold excursions of an area (the alert lifecycle), if wired."""
         self._tasks: set[asyncio.Task[object]] = set()
         self._last_anomaly_summary: dict[str | None, float] = {}
         self._names = store.names
@@ -326,8 +323,63 @@ class Agent:
             self._on_anomaly(anomaly)
         if self._alerts is not None:
             self._alerts.save()  # a peak that rose since the last lifecycle step
-        for area, facts in self._store.facts_by_area(now).items():
-            self._spawn(self.summarise(area, facts, end=now), f"digest:{area}")
+        self._spawn(self.digest(now), "digest")
+
+    async def digest(self, now: float) -> Summary | None:
+        """Every area's summary, then the whole-home one on ``summary``: a sentence per
+        area with news, or "All quiet" (one area: that area's own summary)."""
+        groups = self._store.facts_by_area(now)
+        done = await asyncio.gather(
+            *(self.summarise(area, facts, end=now, home=False) for area, facts in groups.items())
+        )
+        found = {area: self._area_findings(area, groups[area], now) for area in groups}
+        if not found:
+            return None
+        published = [s for s in done if s is not None]
+        if len(groups) == 1 and published:
+            text, fallback, reason = (
+                published[0].text,
+                published[0].fallback,
+                published[0].fallback_reason,
+            )
+            title = published[0].title
+        else:
+            texts = {s.area: (s.text, s.fallback, s.fallback_reason) for s in published}
+            title, text, fallback, reason = self._narrator.home(found, texts)
+        severities = [f.severity for f in found.values()]
+        severity: Literal["info", "warning", "alert"] = next(
+            (s for s in ("alert", "warning") if s in severities), "info"
+        )
+        home = Summary(
+            title=title,
+            text=text,
+            window=Window(start=now - self._cfg.window_s, end=now),
+            facts=tuple(f for facts in groups.values() for f in facts),
+            model=self._narrator.model_id,
+            latency_s=sum(s.latency_s for s in published),
+            prompt_tokens=sum(s.prompt_tokens for s in published),
+            new_tokens=sum(s.new_tokens for s in published),
+            stop_reason="",
+            area=None,
+            fallback=fallback,
+            fallback_reason=reason,
+            severity=severity,
+            prompt_version=PROMPT_VERSION,
+        )
+        self._publish_retained(self._cfg.topics.summary, home.to_payload())
+        log.info("home_summary_published", areas=len(groups), severity=severity)
+        return home
+
+    def _area_findings(
+        self, area: str | None, facts: tuple[MetricFacts, ...], end: float
+    ) -> Findings:
+        """One area's findings, with its open excursions and its baseline window."""
+        excursions = self._excursions(area) if self._excursions is not None else ()
+        # The longer window the store keeps for baselines: what "usual" means here.
+        baseline = tuple(f for f in self._store.facts(end, 10 * 86_400.0) if f.area == area)
+        return self._narrator.findings(
+            facts, excursions=excursions, baseline=baseline, window_s=self._cfg.window_s
+        )
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
         if self._alerts is not None:
@@ -366,44 +418,32 @@ class Agent:
         *,
         end: float,
         anomalies: tuple[Anomaly, ...] = (),
+        home: bool | None = None,
     ) -> Summary | None:
-        """Narrate one area's facts and publish the summary; None if superseded or empty."""
-        facts = narratable(facts)
-        if not facts and not anomalies:
+        """Narrate one area's findings and publish the summary; None if superseded or empty.
+
+        It goes to ``summary/<area>``; to the whole-home ``summary`` too when ``home`` (by
+        default: for an alert, or readings without an area).
+        """
+        found = self._area_findings(area, facts, end)
+        if not found.items:
             return None
-        first = tuple(f"{a.device}.{a.metric}" for a in anomalies)
-        style = self._narrator.generator.prompt_format
-
-        def build(subset: tuple[MetricFacts, ...]) -> Prompt:
-            return summary_prompt(
-                subset,
-                style=style,
-                language=self._cfg.language,
-                home=self._cfg.home,
-                anomalies=anomalies,
-            )
-
-        chosen, prompt = self._narrator.fit(facts, build, answer=False, first=first)
         on_text = self._streamer(area) if self._cfg.stream else None
-        narration = await self._narrator.narrate(
-            f"summary:{area}",
-            prompt,
-            chosen,
-            anomalies=anomalies,
-            on_text=on_text,
-            known_names=self._names,
+        narration = await self._narrator.summary(
+            area, found, on_text=on_text, known_names=self._names
         )
         if narration is None:
             return None
-        severity: Literal["info", "warning", "alert"] = (
-            "alert" if anomalies else ("warning" if any(f.stale for f in chosen) else "info")
-        )
+        # An alert lasts as long as its condition: an open excursion, a level past its
+        # limit or an alarm keeps every summary of the area at "alert".
+        severity: Literal["info", "warning", "alert"] = "alert" if anomalies else found.severity
+        shown = set(narration.fact_ids)
         summary = Summary(
-            title=summary_title(chosen, area),
+            title=self._narrator.title(area, found),
             text=narration.text,
             window=Window(start=end - self._cfg.window_s, end=end),
-            facts=chosen,
-            model=self._narrator.generator.model_id,
+            facts=tuple(f for f in facts if f.fact_id in shown),
+            model=self._narrator.model_id,
             latency_s=narration.latency_s,
             prompt_tokens=narration.prompt_tokens,
             new_tokens=narration.new_tokens,
@@ -415,14 +455,15 @@ class Agent:
             prompt_version=PROMPT_VERSION,
         )
         payload = summary.to_payload()
-        self._publish_retained(self._cfg.topics.summary, payload)
+        if home if home is not None else (bool(anomalies) or area is None):
+            self._publish_retained(self._cfg.topics.summary, payload)
         if area is not None:
             self._publish_retained(self._cfg.topics.area_summary(area), payload)
         record(
             log.info,
             "summary_published",
             area=area,
-            facts=len(chosen),
+            findings=len(narration.findings),
             severity=severity,
             outcome="fallback" if narration.fallback else "grounded",
             fallback=narration.fallback,
@@ -533,29 +574,21 @@ class Agent:
         when a full backlog dropped it, ``expired`` when its message expiry passed first.
         """
         now = self._clock()
-        style = self._narrator.generator.prompt_format
-
-        def build(subset: tuple[MetricFacts, ...]) -> Prompt:
-            return answer_prompt(
-                request.question,
-                subset,
-                style=style,
-                language=self._cfg.language,
-                home=self._cfg.home,
-            )
-
-        facts, prompt = self._narrator.fit(narratable(self._store.facts(now)), build, answer=True)
+        facts = self._store.facts(now)
         if request.expires_at is not None and self._clock() > request.expires_at:
             log.info("ask_expired", id=request.id, reply_to=request.reply_to)
             self._reply_error(request, "expired")
             return None
-        narration = await self._narrator.narrate(
-            f"ask:{id(request)}",
-            prompt,
+        excursions: list[Excursion] = []
+        if self._excursions is not None:
+            for area in dict.fromkeys(f.area for f in facts):
+                excursions.extend(self._excursions(area))
+        narration = await self._narrator.answer(
+            request.question,
             facts,
-            answer=True,
-            extra_numbers=[v for v, _ in numbers_in(request.question)],
+            excursions=excursions,
             known_names=self._names,
+            key=f"ask:{id(request)}",
         )
         if narration is None:  # dropped from a full backlog
             self._reply_error(request, "busy")
@@ -567,8 +600,8 @@ class Agent:
         answer = Answer(
             request,
             narration.text,
-            tuple(f.fact_id for f in facts),
-            self._narrator.generator.model_id,
+            narration.fact_ids,
+            self._narrator.model_id,
             narration.latency_s,
             narration.fallback,
             narration.reason,

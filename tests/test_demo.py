@@ -68,9 +68,11 @@ def _assert_approvals_name_their_proposal(lines: list[dict[str, Any]]) -> None:
 def _assert_summaries_of_the_day(lines: list[dict[str, Any]]) -> None:
     summaries = [line for line in lines if line["kind"] == "summary"]
     assert summaries, lines
-    assert {s["area"] for s in summaries} == set(AREAS)
+    assert {s["area"] for s in summaries} - {None} == set(AREAS)
     for summary in summaries:
         assert summary["text"]
+        if summary["area"] is None:
+            continue  # the whole-home summary: every area's facts
         ids = {f["id"] for f in summary["facts"]}
         devices = {i.rsplit(".", 1)[0] for i in ids}
         # Every fact is about a simulated device of the summary's own area.
@@ -210,10 +212,9 @@ def _summary_payload(area: str, *, fallback: bool) -> bytes:
 
 
 def test_decode_turns_agent_topics_into_line_records() -> None:
-    kind, fields = decode("summary", _summary_payload("bedroom", fallback=False), "14:05") or (
-        "",
-        {},
-    )
+    kind, fields = decode(
+        "summary/bedroom", _summary_payload("bedroom", fallback=False), "14:05"
+    ) or ("", {})
     assert kind == "summary"
     assert fields["area"] == "bedroom"
     assert fields["sim_time"] == "14:05"
@@ -233,8 +234,9 @@ def test_decode_turns_agent_topics_into_line_records() -> None:
     )
     action = b'{"event_type": "proposed", "action": "fan", "device": "d", "reason": "co2"}'
     assert decode("action/event", action, "20:01")[0] == "action"  # type: ignore[index]
-    # The per-area copy, our own availability and broken payloads are not lines.
-    assert decode("summary/bedroom", _summary_payload("bedroom", fallback=False), "x") is None
+    # An area's alert repeated on the whole-home topic, our own availability and broken
+    # payloads are not lines.
+    assert decode("summary", _summary_payload("bedroom", fallback=False), "x") is None
     assert decode("availability", b"online", "x") is None
     assert decode("summary", b"{not json", "x") is None
 
@@ -243,10 +245,9 @@ def test_live_view_shows_facts_summaries_fallback_anomalies_and_actions() -> Non
     state = DemoState(speed=720)
     state.apply("broker", {"name": "mosquitto 2.0.11", "host": "127.0.0.1", "port": 1883})
     for area, fallback in (("bedroom", False), ("bathroom", True)):
-        _kind, fields = decode("summary", _summary_payload(area, fallback=fallback), "14:05") or (
-            "",
-            {},
-        )
+        _kind, fields = decode(
+            f"summary/{area}", _summary_payload(area, fallback=fallback), "14:05"
+        ) or ("", {})
         state.apply("summary", fields)
     state.apply("anomaly", {"sim_time": "20:10", "message": "co2 is 1450 ppm, above 1200"})
     state.apply(

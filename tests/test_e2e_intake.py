@@ -1,8 +1,9 @@
 """Poison payloads, retained on a real Mosquitto, against the real CLI, twice.
 
 Each poison once stopped all ingestion, and being retained it did so again at every
-start (a retained question is now ignored unread, so the deep question is sent live). Now each is dead-lettered with its reason, both at the first start and after a
-restart, and a good message after them is counted in ``events_total``.
+start. Now each is dead-lettered with its reason, both at the first start and after a
+restart, and a good message after them is counted in ``events_total``. (A retained
+question is ignored unread, so the deep question is sent live.)
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ import pytest
 
 from edge_agent.domain import SensorEvent
 from edge_agent.facts import WindowStore
-from edge_agent.narrate import TITLE_MAX, summary_prompt, summary_title
+from edge_agent.findings import FindingRules, find
+from edge_agent.prompts import TITLE_MAX, summary_prompt, summary_title
+from edge_agent.semantics import Naming
 from edge_agent.settings import Settings
 
 
@@ -52,18 +54,21 @@ def test_series_are_kept_apart_and_sorted() -> None:
 def test_title_is_capped_for_home_assistant() -> None:
     store = WindowStore(window_s=60)
     store.add_all([_event(i, 1, f"device-{i:03d}") for i in range(100)])
-    title = summary_title(store.facts(now=2))
+    found = find(store.facts(now=2), rules=FindingRules(), names=Naming())
+    title = summary_title("A room with a very long name " * 12, found.items)
     assert len(title) <= TITLE_MAX
-    assert title.startswith("device-000 temperature 0 °C")
+    assert title.endswith("…")
 
 
-def test_prompt_carries_every_number() -> None:
+def test_prompt_carries_the_findings_not_the_raw_facts() -> None:
     store = WindowStore(window_s=300)
     store.add_all([_event(20.25, 1), _event(22.0, 2)])
-    prompt = summary_prompt(store.facts(now=3), style="chat")
-    assert "kitchen temperature: now 22 °C, min 20.25, max 22" in prompt.dynamic
+    found = find(store.facts(now=3), rules=FindingRules(), names=Naming())
+    prompt = summary_prompt("Kitchen", found.items, style="chat")
+    assert "- temperature 22.0 °C" in prompt.dynamic
+    assert "min" not in prompt.dynamic
     assert prompt.fact_ids == ("kitchen.temperature",)
-    assert "Use only numbers from the readings" in prompt.static
+    assert "Use only the notes' numbers" in prompt.static
 
 
 def _reading(

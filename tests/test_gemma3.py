@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from edge_agent.bench.narration import bench_narration
+from edge_agent.bench.narration import DEFAULT_DATA, bench_narration
 from edge_agent.export.gemma3 import Prepared
 from edge_agent.export.quality import DEFAULT_TEXT, compare
 from edge_agent.llm.manifest import verify
@@ -25,10 +25,11 @@ MATCHED_PREFIX = 4
 # the embedding). Pinned a little below so a different CPU's kernels cannot flake it.
 MIN_TOP1 = 0.925
 MAX_MEAN_KL = 0.016
-# `bench narration --windows 10` on the default: 37 of 40 summaries grounded (prompt
-# narrate-v4). Pinned below, so a prompt or quantization change that costs the demo
-# its own words fails here.
-MIN_GROUNDED = 0.85
+# `bench narration` on the default (prompt narrate-v5, see docs/narration.md): the bars of
+# issue 20, pinned at them, so a prompt or quantization change that costs users true
+# text or the model's own words fails here.
+MIN_MODEL_SHARE = 0.70
+MIN_RECALL = 0.80
 
 
 def _greedy(folder: Path, n: int) -> list[int]:
@@ -86,9 +87,15 @@ def test_prepare_cli_returns_the_cached_folder(gemma3_model: Prepared) -> None: 
     assert done.stdout.strip().splitlines()[-1] == str(gemma3_model.int4_dir)
 
 
-def test_most_summaries_pass_the_grounding_check(gemma3_model: Prepared) -> None:  # noqa: F811
-    result = bench_narration(gemma3_model.int4_dir, windows=10)
-    grounded = sum(t.grounded for t in result.tallies.values())
-    total = sum(t.total for t in result.tallies.values())
-    assert total == 40
-    assert grounded / total >= MIN_GROUNDED, result.tallies
+def test_what_users_read_meets_the_bars(gemma3_model: Prepared) -> None:  # noqa: F811
+    real = 20 if DEFAULT_DATA.is_file() else 0
+    result = bench_narration(
+        gemma3_model.int4_dir, windows=4, data=DEFAULT_DATA if real else None, real_windows=real
+    )
+    tallies = result.tallies.values()
+    total = sum(t.total for t in tallies)
+    assert total == 20 + real
+    assert sum(t.role_errors for t in tallies) == 0, [t.examples for t in tallies]
+    assert sum(t.bad_titles for t in tallies) == 0
+    assert sum(t.model for t in tallies) / total >= MIN_MODEL_SHARE, result.tallies
+    assert sum(t.recalled for t in tallies) / total >= MIN_RECALL, result.tallies

@@ -23,6 +23,7 @@ from edge_agent.ha.discovery import (
     HaNode,
     area_slug,
     component_discovery,
+    components,
     device_discovery,
     discovery_messages,
     discovery_topics,
@@ -236,3 +237,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent")
     ha_cli.add_ha_commands(parser.add_subparsers())
     return parser
+
+
+def test_area_entities_use_display_names() -> None:
+    node = HaNode(
+        "n", "b", "homeassistant", "1", "m", ("living_room", "hall"), area_names={"hall": "Entry"}
+    )
+    names = {c.object_id: c.options["name"] for c in components(node)}
+    assert names["summary_living_room"] == "Living room summary"
+    assert names["summary_hall"] == "Entry summary"
+
+
+def test_the_device_model_is_short_and_the_same_before_and_after_loading(
+    tiny_model: Any,
+) -> None:
+    from edge_agent.ha.wiring import build_node, model_label
+    from edge_agent.settings import Settings
+
+    s = Settings(model={"path": str(tiny_model.int4_dir)})
+    assert model_label(tiny_model.int4_dir) == "Gemma 2 int4"
+    # `ha print-discovery` (no model loaded) and the service (with the loaded id) agree.
+    cli = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
+    run = build_node(
+        s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model, model_id="gemma2:x@1234"
+    )
+    assert cli.model_id == run.model_id == "Gemma 2 int4"

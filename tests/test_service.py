@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC
 from typing import Any, Literal
 
 import pytest
 from structlog.testing import capture_logs
 
 from edge_agent.anomalies import AnomalyDetector
-from edge_agent.domain import AskRequest
+from edge_agent.domain import AskRequest, Excursion
 from edge_agent.facts import WindowStore
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.narrator import Narrator, NarratorConfig
@@ -79,11 +80,17 @@ TOPICS = Topics("t/summary", "t/deadletter", "t/anomaly", "t/ask", "t/answer")
 
 
 def _agent(
-    gen: ScriptedGenerator, transport: MemoryTransport, store: WindowStore | None = None
+    gen: ScriptedGenerator,
+    transport: MemoryTransport,
+    store: WindowStore | None = None,
+    *,
+    area: str | None = "kitchen",
+    excursions: Callable[[str | None], Sequence[Excursion]] | None = None,
 ) -> tuple[Agent, InferenceWorker]:
     worker = InferenceWorker(gen, max_backlog=4)
-    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0))
-    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", "kitchen")
+    limits = {"co2": (None, 1200.0)}
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, limits=limits, tz=UTC))
+    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", area)
     config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
     agent = Agent(
         transport,
@@ -93,6 +100,7 @@ def _agent(
         store or WindowStore(600),
         AnomalyDetector(),
         lambda: 1000.0,
+        excursions=excursions,
     )
     return agent, worker
 
@@ -115,10 +123,11 @@ def test_grounded_text_is_published_as_written() -> None:
     store = WindowStore(600)
     agent, worker = _agent(gen, transport, store)
     _summarise(agent, worker, [{"temperature": 4.5}], store)
-    (summary,) = transport.on("t/summary")
+    (summary,) = transport.on("t/summary/kitchen")
     assert summary["text"] == "The fridge is at 4.5 °C."
     assert summary["fallback"] is False
-    assert transport.on("t/summary/kitchen") == [summary]
+    assert summary["title"] == "Kitchen: 4.5 °C"
+    assert transport.on("t/summary") == []  # the whole-home summary comes from the digest
     assert agent.narrator_stats[:2] == (1, 0)
 
 
@@ -127,10 +136,10 @@ def test_an_invented_number_gives_a_fallback_with_the_reason() -> None:
     store = WindowStore(600)
     agent, worker = _agent(gen, transport, store)
     _summarise(agent, worker, [{"temperature": 4.5}, {"temperature": 5.0}], store)
-    (summary,) = transport.on("t/summary")
+    (summary,) = transport.on("t/summary/kitchen")
     assert summary["fallback"] is True
-    assert summary["fallback_reason"] == "grounding: number 9.1 is not in the facts"
-    assert summary["text"] == "fridge temperature is 5 °C (min 4.5, max 5)."
+    assert summary["fallback_reason"] == "grounding: number 9.1 is not in the findings"
+    assert summary["text"] == "All quiet. Temperature is 5.0 °C."
     assert agent.narrator_stats[:2] == (0, 1)
 
 
@@ -142,7 +151,7 @@ def test_the_journal_keeps_the_rejected_text_beside_the_reason() -> None:
         _summarise(agent, worker, [{"temperature": 4.5}], store)
     (line,) = [e for e in logs if e["event"] == "narration_fallback"]
     assert line["rejected"] == "The fridge is at 9.1 °C."
-    assert line["reason"] == "grounding: number 9.1 is not in the facts"
+    assert line["reason"] == "grounding: number 9.1 is not in the findings"
 
 
 def test_an_invented_sensor_gives_a_fallback() -> None:
@@ -160,8 +169,8 @@ def test_an_invented_sensor_gives_a_fallback() -> None:
         task.cancel()
 
     asyncio.run(scenario())
-    (summary,) = transport.on("t/summary")
-    assert summary["fallback_reason"] == "grounding: 'freezer' is not in the facts"
+    (summary,) = transport.on("t/summary/kitchen")
+    assert summary["fallback_reason"].lower() == "grounding: 'freezer' is not in the findings"
 
 
 def test_a_deadline_cut_gives_a_fallback() -> None:
@@ -170,7 +179,7 @@ def test_a_deadline_cut_gives_a_fallback() -> None:
     store = WindowStore(600)
     agent, worker = _agent(gen, transport, store)
     _summarise(agent, worker, [{"temperature": 4.5}], store)
-    (summary,) = transport.on("t/summary")
+    (summary,) = transport.on("t/summary/kitchen")
     assert (summary["fallback"], summary["fallback_reason"]) == (True, "deadline")
 
 
@@ -272,8 +281,8 @@ def test_a_reading_written_with_another_metrics_unit_gives_a_fallback() -> None:
     store = WindowStore(600)
     agent, worker = _agent(gen, transport, store)
     _summarise(agent, worker, [{"temperature": 4.5, "humidity": 61}], store)
-    (summary,) = transport.on("t/summary")
-    assert summary["fallback_reason"] == "grounding: no reading in °C is 61"
+    (summary,) = transport.on("t/summary/kitchen")
+    assert summary["fallback_reason"] == "grounding: no finding has 61 °C"
 
 
 class GatedGenerator(ScriptedGenerator):
@@ -319,3 +328,99 @@ def test_an_ask_dropped_from_a_full_backlog_gets_a_busy_reply() -> None:
     assert replies["r/1"][0]["answer"] == "first."
     assert replies["r/3"][0]["answer"] == "second."
     assert agent.ask_errors_total == 1
+
+
+def test_a_closed_zigbee2mqtt_door_is_never_reported_open() -> None:
+    gen = ScriptedGenerator("The front door is open.", "Yes, the front door is open.")
+    transport = MemoryTransport()
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store, area="hallway")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        agent.handle(Message("zigbee2mqtt/front_door", b'{"contact": true, "battery": 94}'))
+        await asyncio.wait_for(agent.summarise("hallway", store.facts(1000.0), end=1000.0), 5)
+        request = AskRequest.from_payload(
+            b"Is the front door open?", default_reply_to="t/answer", now=1000.0
+        )
+        await asyncio.wait_for(agent.answer(request), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    (summary,) = transport.on("t/summary/hallway")
+    assert summary["fallback"] is True
+    assert summary["text"] == "All quiet. Front door is closed."
+    assert summary["title"] == "Hallway: Front door closed"
+    (answer,) = transport.on("t/answer")
+    assert answer["fallback"] is True
+    assert answer["answer"] == "No, front door is closed."
+
+
+def test_the_digest_publishes_a_whole_home_summary() -> None:
+    transport = MemoryTransport()
+    gen = ScriptedGenerator("CO2 is 1,250 ppm.", "It is 20.5 °C.")
+    store = WindowStore(600)
+    agent, worker = _agent(gen, transport, store, area=None)
+    agent.handle(Message("zigbee2mqtt/office", b'{"co2": 1250}'))
+    agent.handle(Message("zigbee2mqtt/attic", b'{"temperature": 20.5}'))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(agent.digest(1000.0), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    (home,) = transport.on("t/summary")
+    # One group (readings without an area): its own narrated summary is the home's.
+    assert home["text"] == "CO2 is 1,250 ppm."
+    assert home["severity"] == "alert"  # CO2 is past its limit: every summary says so
+
+
+def test_an_area_keeps_its_alert_while_an_excursion_is_open() -> None:
+    transport = MemoryTransport()
+    gen = ScriptedGenerator("CO2 is high.", "CO2 is high.")
+    store = WindowStore(600)
+    exc = Excursion("office", "co2", 1000.0, "above", 900.0, 1487.0, 1100.0, "ppm", "office")
+    agent, worker = _agent(
+        gen, transport, store, area="office", excursions=lambda a: [exc] if a == "office" else []
+    )
+    agent.handle(Message("zigbee2mqtt/office", b'{"co2": 1100, "temperature": 21}'))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(agent.digest(1000.0), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    (area,) = transport.on("t/summary/office")
+    assert area["severity"] == "alert"
+    assert area["text"] == "CO2 is high."
+    assert area["title"].startswith("Office: CO2 1,100 ppm (above 1,000 ppm)")
+
+
+def test_the_home_summary_has_a_sentence_per_area_with_news() -> None:
+    from edge_agent.ingest import SourceOptions
+
+    transport = MemoryTransport()
+    gen = ScriptedGenerator("It is 20.5 °C.", "CO2 is 1,250 ppm, above the 1,200 ppm limit.")
+    worker = InferenceWorker(gen, max_backlog=4)
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, limits={"co2": (None, 1200.0)}))
+    areas = SourceOptions(device_areas={"office": "office", "attic": "attic"})
+    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", None, areas)
+    config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
+    store = WindowStore(600)
+    agent = Agent(transport, narrator, (route,), config, store, AnomalyDetector(), lambda: 1000.0)
+    agent.handle(Message("zigbee2mqtt/office", b'{"co2": 1250}'))
+    agent.handle(Message("zigbee2mqtt/attic", b'{"temperature": 20.5}'))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(agent.digest(1000.0), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    (home,) = transport.on("t/summary")
+    assert home["text"] == "Office: CO2 is 1,250 ppm, above the 1,200 ppm limit."
+    assert home["title"] == "Office: CO2 1,250 ppm"
+    assert (home["fallback"], home["severity"], home["area"]) == (False, "alert", None)
+    assert [s["area"] for s in transport.on("t/summary/attic")] == ["attic"]

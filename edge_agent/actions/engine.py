@@ -37,7 +37,8 @@ from edge_agent.actions.types import NO_ACTION, ActionEvent, ActionEventType, Co
 from edge_agent.domain import Anomaly, MetricFacts, Window
 from edge_agent.errors import EdgeAgentError, GenerationError
 from edge_agent.llm.base import Generation, GenerationRequest, Generator
-from edge_agent.narrate import Prompt, fit_facts
+from edge_agent.narrate import Prompt
+from edge_agent.narrator import fit_request
 from edge_agent.results import record
 from edge_agent.settings import ActionSpec
 from edge_agent.templates import render
@@ -145,14 +146,14 @@ class ActionsEngine:
 
         # The most relevant facts that fit beside the allowlist and the answer.
         fixed = gen.count_tokens(gen.render(build(()).text))
-        room = gen.context_length - self.config.max_new_tokens - fixed
-        if room < _MIN_FACT_TOKENS:  # a small context: the worked examples go first
+        if gen.context_length - self.config.max_new_tokens - fixed < _MIN_FACT_TOKENS:
+            # A small context: the worked examples go first.
             examples = False
             log.warning("action_examples_dropped", context=gen.context_length, prompt=fixed)
-            fixed = gen.count_tokens(gen.render(build(()).text))
-            room = gen.context_length - self.config.max_new_tokens - fixed
         first = [f"{a.device}.{a.metric}" for a in anomalies]
-        prompt = build(fit_facts(facts, max(room, 0), gen.count_tokens, first))
+        _, prompt = fit_request(
+            gen, facts, build, max_new_tokens=self.config.max_new_tokens, first=first
+        )
         full = gen.render(prompt.text)
         # The grammar must close within the tokens the runtime will really allow.
         budget = min(self.config.max_new_tokens, gen.context_length - gen.count_tokens(full))

@@ -34,8 +34,8 @@ from edge_agent.demo.broker import LocalMosquitto
 from edge_agent.domain import SensorEvent
 from edge_agent.facts import WindowStore
 from edge_agent.llm.base import Generator
-from edge_agent.narrate import Prompt, answer_prompt, narratable
 from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.prompts import answer_prompt, relevant
 from edge_agent.worker import InferenceWorker
 
 
@@ -179,22 +179,23 @@ def bench_names(model: Path, count: int = 100_000, asks: int = 5) -> NamesResult
 
 
 def ask_loop_ms(generator: Generator, names: int, repeats: int = 7) -> tuple[int, list[float]]:
-    """(series kept, ms per ask of facts + fit) after ``names`` distinct device names."""
+    """(series kept, ms per ask of findings + prompt) after ``names`` distinct device names.
+
+    The part of an ask that runs on the event loop before generation: the findings of
+    every fact, the ones the question is about, and the prompt built from them.
+    """
     store = WindowStore(300, baseline_s=3600)
     now = 1.7e9
     for i in range(names):
         store.add(SensorEvent(f"dev-{i:06d}", "temperature", 21.0, now - 10 + i * 1e-6, "z"))
     narrator = Narrator(InferenceWorker(generator, 4), NarratorConfig(8, 8, 60.0))
-
-    def build(subset: tuple[Any, ...]) -> Prompt:
-        return answer_prompt(
-            "How warm is it?", subset, style=generator.prompt_format, language="en", home=""
-        )
-
+    question = "How warm is it?"
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        narrator.fit(narratable(store.facts(now)), build, answer=True)
+        shown = relevant(question, narrator.findings(store.facts(now)).items)
+        prompt = answer_prompt(question, shown, style=generator.prompt_format, language="en")
+        generator.count_tokens(generator.render(prompt.text))
         times.append((time.perf_counter() - started) * 1000)
     return store.series_count, times
 

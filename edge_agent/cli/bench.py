@@ -329,37 +329,55 @@ def _actions(args: argparse.Namespace) -> int:
 NARRATION_EPILOG = """\
 examples:
   edge-agent bench narration --model "$(edge-agent model prepare gemma3-270m | tail -n 1)"
-  edge-agent bench narration --model ~/models/gemma2-2b-int4 --windows 50 --show
+  edge-agent bench narration --model DIR --data ../shared/data/uci-occupancy/datatraining.txt \\
+      --real-windows 60 --show
 
-The windows are synthetic and seeded (edge_agent/bench/narration.py): a room with
-temperature, humidity and CO2, a bathroom, a door beside a temperature, and a CO2
-alert. Each is narrated with the service's prompt and checked by its grounding check;
-the share that passes is what users read in the model's own words (the rest is
-published as the fallback text). Use it to compare models, quantizations or prompt
-changes on the same seed.
+Two sets of windows go through the service's own findings, prompt, grounding check
+and fallback (edge_agent/bench/narration.py): seeded synthetic windows of five shapes
+(a three-metric room, a bathroom shower, a zigbee2mqtt door with its battery, a CO2
+excursion, a quiet room), and windows cut from real data (the UCI occupancy file),
+replayed as zigbee2mqtt messages through the real ingest. Per shape it prints the
+share published in the model's words, the fallbacks by reason, the published texts an
+independent scorer faults (a number in the wrong role, a wrong state word), how many
+texts state the window's top finding, titles with a raw id, and the median length.
 """
 
 
 def _add_narration(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge_agent.bench.narration import DEFAULT_DATA
+
     narration = bench_sub.add_parser(
         "narration",
-        help="how often the model's summaries pass the grounding check, by window shape",
-        description="Narrate seeded synthetic windows and count the summaries that pass "
-        "the grounding check.",
+        help="what users read: model share, role errors and top-finding recall, by window shape",
+        description="Narrate seeded synthetic windows and windows of real data, and judge "
+        "every published text.",
         epilog=NARRATION_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     narration.add_argument("--model", type=Path, required=True, metavar="DIR", help="model folder")
     narration.add_argument(
-        "--windows", type=int, default=20, help="windows of each shape (default 20)"
+        "--windows", type=int, default=8, help="synthetic windows of each shape (default 8)"
     )
     narration.add_argument("--seed", type=int, default=7, help="window generator seed (7)")
-    narration.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     narration.add_argument(
-        "--max-new-tokens", type=int, default=48, help="tokens per summary (48, as the service)"
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA if DEFAULT_DATA.is_file() else None,
+        metavar="PATH",
+        help="UCI occupancy file for real windows (default: "
+        "../shared/data/uci-occupancy/datatraining.txt beside the repository, if present)",
     )
     narration.add_argument(
-        "--show", action="store_true", help="print up to three rejected texts per shape"
+        "--real-windows", type=int, default=40, help="windows cut from --data (default 40)"
+    )
+    narration.add_argument("--language", default="en", help="language of the texts (en)")
+    narration.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    narration.add_argument("--max-new-tokens", type=int, default=48, help="tokens per summary (48)")
+    narration.add_argument("--show", action="store_true", help="print a few failures of each shape")
+    narration.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="let the model write any number (the service keeps it to the shown ones)",
     )
     narration.set_defaults(handler=_narration)
 
@@ -370,6 +388,8 @@ def _narration(args: argparse.Namespace) -> int:
 
     if args.windows < 1:
         raise ConfigError(f"--windows must be at least 1, not {args.windows}")
+    if args.data is not None and not args.data.is_file():
+        raise ConfigError(f"--data {args.data} is not a file")
     configure_logging("warning", "console")
     live = sys.stderr.isatty()
 
@@ -385,7 +405,11 @@ def _narration(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        data=args.data,
+        real_windows=args.real_windows,
+        language=args.language,
         on_case=tick,
+        guarded=not args.no_guard,
     )
     print(render(result, show=args.show))
     return 0

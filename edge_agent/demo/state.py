@@ -26,12 +26,16 @@ def hhmm(t: float) -> str:
 def decode(leaf: str, payload: bytes, sim_time: str) -> Record | None:
     """One message on ``<base>/<node>/<leaf>`` as a record; None for topics not shown.
 
-    ``summary/<area>`` repeats ``summary`` and ``summary/stream`` is handled apart, so both
-    give None; a payload that is not the JSON we expect gives None rather than raising.
+    Areas' summaries come on ``summary/<area>``; ``summary`` is the whole-home one (area
+    None), and an area's alert repeated there gives None, as does ``summary/stream``
+    (handled apart); a payload that is not the JSON we expect gives None, not an error.
     """
     try:
-        if leaf == "summary":
-            return "summary", _summary(json.loads(payload), sim_time)
+        if leaf == "summary" or (leaf.startswith("summary/") and leaf != "summary/stream"):
+            doc = json.loads(payload)
+            if leaf == "summary" and doc.get("area") is not None:
+                return None
+            return "summary", _summary(doc, sim_time)
         if leaf == "anomaly":
             doc = _without_schema(json.loads(payload))
             if "kind" in doc:  # the line's own 'kind' is "anomaly"; keep the anomaly's apart

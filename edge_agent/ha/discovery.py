@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from edge_agent.domain import OFFLINE, ONLINE, AnomalyKind, ExcursionPhase
+from edge_agent.semantics import humanize
 
 DiscoveryMode = Literal["device", "component"]
 
@@ -66,6 +67,12 @@ class HaNode:
     name: str | None = None
     """Device name shown in Home Assistant; default ``edge-agent <node_id>``."""
     support_url: str | None = None
+    area_names: Mapping[str, str] = field(default_factory=dict)
+    """Display name per area (``summary.area_names``); default: the area humanized."""
+
+    def area_name(self, area: str) -> str:
+        """The display name of ``area`` ("living_room" -> "Living room")."""
+        return self.area_names.get(area) or humanize(area)
 
     def topic(self, leaf: str) -> str:
         """Our own topic ``<base_topic>/<node_id>/<leaf>``."""
@@ -159,6 +166,12 @@ def unique_areas(areas: Sequence[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
+_ANSWER_TEMPLATE = (
+    "{% set a = value_json.answer %}"
+    f"{{{{ a if a | length <= {STATE_MAX_CHARS} else a[:{STATE_MAX_CHARS - 1}] ~ '…' }}}}"
+)
+
+
 def _summary_sensor(object_id: str, name: str, topic: str) -> Component:
     """A summary sensor: the title as state, the whole summary JSON as attributes."""
     return Component(
@@ -195,7 +208,7 @@ def components(node: HaNode) -> tuple[Component, ...]:
         found.append(
             _summary_sensor(
                 f"summary_{area_slug(area)}",
-                f"{area} summary",
+                f"{node.area_name(area)} summary",
                 node.topic(area_summary_leaf(area)),
             )
         )
@@ -248,7 +261,9 @@ def components(node: HaNode) -> tuple[Component, ...]:
                 "name": "Answer",
                 "icon": "mdi:chat-processing-outline",
                 "state_topic": node.topic("answer"),
-                "value_template": f"{{{{ value_json.answer[:{STATE_MAX_CHARS}] }}}}",
+                # The state holds at most 255 characters: a longer answer is cut with
+                # "…" there, and the attributes keep all of it.
+                "value_template": _ANSWER_TEMPLATE,
                 "json_attributes_topic": node.topic("answer"),
             },
         ),

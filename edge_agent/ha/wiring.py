@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from edge_agent import __version__
+from edge_agent.errors import ModelError
 from edge_agent.ha.discovery import HaNode
+from edge_agent.llm.manifest import Manifest
 from edge_agent.settings import HomeAssistantSettings, ModelSettings, MqttSettings, Subscription
 
 
@@ -20,23 +23,32 @@ def configured_areas(subscriptions: Iterable[Subscription]) -> tuple[str, ...]:
     return tuple(areas)
 
 
+def model_label(folder: Path) -> str | None:
+    """A short model name from the folder's manifest ("Gemma 3 270M int8/int4"), or None
+    when the folder has no readable manifest. The CLI and the service both use it, so
+    Home Assistant shows the same device model before and after the model loads."""
+    try:
+        return Manifest.from_dir(folder).label
+    except (ModelError, OSError, ValueError):
+        return None
+
+
 def build_node(
     mqtt: MqttSettings,
     ha: HomeAssistantSettings,
     subscriptions: Iterable[Subscription],
     model: ModelSettings,
     model_id: str | None = None,
+    area_names: Mapping[str, str] | None = None,
 ) -> HaNode:
-    """The discovery inputs; ``model_id`` defaults to the model folder's name.
-
-    The service passes the loaded generator's ``model_id``; the CLI, which loads no
-    model, falls back to the folder name.
-    """
+    """The discovery inputs; the device model is the folder's short :func:`model_label`,
+    else ``model_id``, else the folder's name."""
     return HaNode(
         node_id=mqtt.node_id,
         base_topic=mqtt.base_topic,
         discovery_prefix=ha.discovery_prefix,
         version=__version__,
-        model_id=model_id or model.path.name,
+        model_id=model_label(model.path) or model_id or model.path.name,
         areas=configured_areas(subscriptions),
+        area_names=dict(area_names or {}),
     )

@@ -91,6 +91,7 @@ def build_source(
         metric=opts.metric,
         fields=MappingProxyType(dict(opts.fields)),
         time_path=opts.time_path,
+        on_name=opts.on_name,
     )
     time_steps = None if opts.time_path is None else compile_path(opts.time_path)
     return Source(parse, topic_prefix(topic_filter), area, frozen, paths, time_steps)

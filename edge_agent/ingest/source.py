@@ -93,6 +93,9 @@ class SourceOptions:
     """generic: metric name -> path into the JSON document."""
     time_path: str | None = None
     """generic: path to the reading's own time (ISO 8601 or epoch s/ms) in the document."""
+    on_name: Callable[[str, str], None] | None = field(default=None, compare=False)
+    """Told (device, name) when a device announces its display name (Home Assistant's
+    ``friendly_name``); the narrator's names learn it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,11 @@ def parse(topic: str, payload: Payload, source: Source, now: float) -> Parsed:
         if value is None:
             value = text_number(word)
         return Parsed([source.event(device, "state", value, topic, now)])
+    if leaf == "friendly_name" and source.options.on_name is not None:
+        doc = payload.json()
+        if isinstance(doc, str):
+            source.options.on_name(device, doc)
+        return Parsed.ignore("metadata")
     if leaf in METADATA:
         return Parsed.ignore("metadata")
     doc = payload.json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, cast
@@ -151,6 +152,21 @@ class Manifest:
         """A short hash over every file's checksum: changes whenever any file does."""
         canonical = json.dumps(self.files, sort_keys=True).encode("utf-8")
         return hashlib.sha256(canonical).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        """A short name for people: "Gemma 3 270M int8/int4" (family, size, weights)."""
+        family = re.sub(r"^([a-z]+)(\d+)$", r"\1 \2", self.family).capitalize()
+        size = re.search(r"(?<![\w.])(\d+(?:\.\d+)?)([mb])(?![a-z])", self.source.lower())
+        q = self.quantization
+        if q.method == "none":
+            weights = "fp32"
+        elif q.head_bits is not None and q.head_bits != q.bits:
+            weights = f"int{q.bits}/int{q.head_bits}"
+        else:
+            weights = f"int{q.bits}"
+        parts = [family, f"{size.group(1)}{size.group(2).upper()}" if size else "", weights]
+        return " ".join(p for p in parts if p)
 
     def render(self, user: str) -> str:
         """Apply the prompt template to ``user`` text."""

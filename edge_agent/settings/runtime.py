@@ -54,6 +54,16 @@ class SummarySettings(Section):
     status_interval_s: float = Field(
         30.0, gt=0, description="Seconds between refreshes of the retained status topic."
     )
+    device_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Display name per device id as the adapter reports it, e.g. "
+        '{ "0x00158d0001a2b3c4" = "Front door" }; default: a humanized id.',
+    )
+    area_names: dict[str, str] = Field(
+        default_factory=dict,
+        description='Display name per area, e.g. { living_room = "Living room" }; default: '
+        "the area humanized (underscores become spaces, first letter upper case).",
+    )
 
 
 class ModelSettings(Section):
