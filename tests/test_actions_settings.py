@@ -125,7 +125,7 @@ def test_config_check_warns_about_auto_without_a_condition(tmp_path: Path) -> No
         "payload = 'ON'\ndevices = ['fan']\nrisk = 'low'\nmode = 'auto'\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "edge_agent", "config", "check", "-c", str(config)],
+        [sys.executable, "-m", "edge_agent", "config", "check", "--schema-only", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -135,7 +135,7 @@ def test_config_check_warns_about_auto_without_a_condition(tmp_path: Path) -> No
     assert "warning: actions.allow fan: mode 'auto' has no 'when' condition" in run.stderr
     config.write_text(config.read_text() + "when = { metric = 'co2', above = 1000 }\n")
     run = subprocess.run(
-        [sys.executable, "-m", "edge_agent", "config", "check", "-c", str(config)],
+        [sys.executable, "-m", "edge_agent", "config", "check", "--schema-only", "-c", str(config)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -41,10 +41,10 @@ def test_summaries_and_answers_fall_back_with_the_backend_reason() -> None:
 
     with capture_logs():
         asyncio.run(scenario())
-    (summary,) = transport.on("t/summary")
+    (summary,) = transport.on("t/summary/kitchen")
     assert summary["fallback"] is True
     assert summary["fallback_reason"] == "backend_unavailable"
-    assert summary["text"] == "fridge temperature is 4.5 °C."
+    assert "4.5 °C" in summary["text"]  # the deterministic fallback still says it
     (answer,) = transport.on("t/answer")
     assert (answer["fallback"], answer["reason"]) == (True, "backend_unavailable")
     events = {event: fields for event, fields in seen}

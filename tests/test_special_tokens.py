@@ -17,10 +17,12 @@ from tokenizers import Tokenizer
 from edge_agent.actions.prompt import proposal_prompt
 from edge_agent.domain import Anomaly, MetricFacts
 from edge_agent.export.tiny import TinyModel, default_cache_root
+from edge_agent.findings import FindingRules, find
 from edge_agent.llm.manifest import Manifest
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.llm.special import SpecialTokenGuard
-from edge_agent.narrate import answer_prompt, summary_prompt
+from edge_agent.prompts import answer_prompt, summary_prompt
+from edge_agent.semantics import Naming
 from edge_agent.settings import ActionSpec
 from tests.test_actions_settings import light
 
@@ -47,10 +49,11 @@ def prompts(name: str) -> list[str]:
     now = time.time()
     fact = MetricFacts(name, name, 2, 1.0, 0.0, 1.0, 0.5, now - 60, now, name, name)
     alert = Anomaly("threshold", name, name, 1.0, now, f"{name} is high")
+    found = find([fact], rules=FindingRules(), names=Naming()).items
     return [
         proposal_prompt([fact], [SPEC], style="chat", anomalies=[alert]).text,
-        summary_prompt([fact], style="completion", anomalies=[alert]).text,
-        answer_prompt(name, [fact], style="chat").text,
+        summary_prompt(name, found, style="completion").text,
+        answer_prompt(name, found, style="chat").text,
     ]
 
 

@@ -46,7 +46,7 @@ import paho.mqtt.client as paho
 from edge_agent.demo.broker import LocalMosquitto
 from edge_agent.facts import WindowStore
 from edge_agent.ingest import Payload, build_source
-from edge_agent.transport.client_factory import ClientOptions, new_client
+from edge_agent.transport.client_factory import ClientOptions, close, connect_and_wait, new_client
 from edge_agent.transport.mqtt import MqttOptions, MqttTransport
 
 _WINDOW = 1_000  # publishes the load generator leaves unacknowledged by the broker
@@ -301,8 +301,10 @@ async def _ours(port: int, total: int, rate: float, workdir: Path) -> ConsumerRe
     source = build_source("zigbee2mqtt/#", "zigbee2mqtt", None)
     store = WindowStore(300)
     messages = transport.messages()
-    # The subscription is live once our own probe comes back; only then start the load.
-    transport.publish(topic, b'{"probe": 1}')
+    # The subscription is live once a probe comes back; only then start the load. The
+    # probe comes from another client: ours subscribes with No Local (MQTT 5), so the
+    # broker never hands it its own publishes.
+    await asyncio.to_thread(_probe, port, topic)
     await asyncio.wait_for(anext(messages), _IDLE_S)
     load = _Load(port, topic, total, rate, workdir)
     tally = _Tally(total, load.progress)
@@ -322,6 +324,17 @@ async def _ours(port: int, total: int, rate: float, workdir: Path) -> ConsumerRe
     watchdog.cancel()
     await transport.close()
     return result
+
+
+def _probe(port: int, topic: str) -> None:
+    """Publish one probe reading on ``topic`` from a short-lived client of its own."""
+    opt = ClientOptions("127.0.0.1", port, f"probe-{uuid.uuid4().hex[:6]}")
+    client = new_client(opt, paho.Client, logs=False)
+    connect_and_wait(client, opt)
+    try:
+        client.publish(topic, b'{"probe": 1}', qos=1).wait_for_publish(_IDLE_S)
+    finally:
+        close(client)
 
 
 async def _close_when_idle(transport: MqttTransport, tally: _Tally) -> None:
