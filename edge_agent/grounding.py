@@ -60,7 +60,7 @@ _ROLE_CUES = frozenset(
     {"peak", "peaked", "max", "maximum", "limit", "above", "below", "over", "under", "from",
      "usual", "usually", "normal", "reached", "was", "were", "rose", "fell", "up", "down",
      "since", "pic", "limite", "dessus", "dessous", "habituelle", "habitude", "depuis",
-     "augmenté", "baissé", "était", "threshold", "seuil"}
+     "augmenté", "baissé", "était", "threshold", "seuil", "atteint", "came", "went"}
 )  # fmt: skip
 _NEGATIONS = frozenset({"not", "no", "never", "isn't", "aren't", "wasn't", "pas", "plus"})
 # State words too common to count without a verb before them ("based on", "left").
@@ -68,7 +68,13 @@ _COMMON = frozenset({"on", "off", "home", "away", "left", "dry", "shut"})
 _COPULAS = frozenset(
     {"is", "are", "was", "were", "been", "turned", "switched", "now", "stays", "remains", "still"}
 )
-_BARRIERS = frozenset({"and", "but", "while", "with", "et", "mais", "avec", "alors"})
+_BARRIERS = frozenset(
+    {"and", "but", "while", "with", "et", "mais", "avec", "alors", "when", "quand", "lorsque"}
+)
+# Words before a state word that say a state was reached then, not that it holds now.
+_BECAME = frozenset({"became", "become", "got", "turned", "devenu", "devenue", "passé", "passée"})
+_CHANGE_REACH = 6
+"""Words before a level's before/after value that may carry the verb of its change."""
 _REACH = 5
 """Words before a number that may still name its subject."""
 _YES = frozenset({"yes", "oui"})
@@ -262,7 +268,16 @@ def _numbers(toks: Sequence[_Tok], shown: Sequence[Finding], words: _Words, lang
         }
         current = any(n.role in ("now", "count") for _, n in cands)
         if before & _LEVEL_CUES and not before & _ROLE_CUES and not current:
-            return f"{value:g} is not the current value"
+            # "rose from 0 lx to 450 lx", "a augmenté de 0 lx à 450 lx": the verb of the
+            # change is further back than "to"/"à", and still gives the number its role.
+            clause = {
+                t.text.lower()
+                for t in toks[max(0, tok.index - _CHANGE_REACH) : tok.index]
+                if t.kind == "word" and t.sentence == tok.sentence
+            }
+            change = all(n.role in ("from", "to") for _, n in cands)
+            if not (change and clause & _ROLE_CUES):
+                return f"{value:g} is not the current value"
     return ""
 
 
@@ -300,7 +315,7 @@ def _states(toks: Sequence[_Tok], shown: Sequence[Finding], words: _Words, langu
             i += len(match.split())
             continue
         negated = bool(set(prev) & _NEGATIONS)
-        reason = _state_ok(match, phrases[match], negated, i, toks, shown, words)
+        reason = _state_ok(match, phrases[match], negated, i, toks, shown, words, frozenset(prev))
         if reason:
             return reason
         i += len(match.split())
@@ -315,6 +330,7 @@ def _state_ok(
     toks: Sequence[_Tok],
     shown: Sequence[Finding],
     words: _Words,
+    prev: frozenset[str] = frozenset(),
 ) -> str:
     cands = [
         (i, f)
@@ -334,6 +350,9 @@ def _state_ok(
             if how == "current" and said == f.state:
                 return ""
             if how == "event" and not negated and state in f.reached:
+                return ""
+            # "when Office became occupied": the state an explained change's cause reached.
+            if f.kind == "explained" and not negated and prev & _BECAME and state in f.reached:
                 return ""
             # "closed" is also the verb: the door closed at 09:40.
             if how == "current" and not negated and state in f.reached and word in _VERBS:
