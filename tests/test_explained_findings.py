@@ -1,0 +1,165 @@
+"""Expected changes are findings (#21): a level change a state change explains is said in
+the summary ("the light came on at 08:12 when the office became occupied"), with only its
+own numbers, and grounding holds a model's text to them."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC
+
+from edge_agent.anomalies import AnomalyDetector
+from edge_agent.domain import ExplainedChange, MetricFacts
+from edge_agent.facts import WindowStore
+from edge_agent.findings import Finding, FindingRules, Findings, find
+from edge_agent.grounding import check
+from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.prompts import fallback_text
+from edge_agent.semantics import Naming
+from edge_agent.service import Agent, AgentConfig, Route
+from edge_agent.transport.base import Message
+from edge_agent.worker import InferenceWorker
+from tests.test_service import TOPICS, MemoryTransport, ScriptedGenerator
+
+H = 3600.0
+ARRIVED = 8 * H + 12 * 60
+
+
+def _facts(light_last: float = 450.0) -> tuple[MetricFacts, ...]:
+    occupied = MetricFacts("office/sensor", "occupancy", 9, 1.0, 0.0, 1.0, 0.5, 0.0, 9 * H, None,
+                           "office", changes=((ARRIVED, 1.0),))  # fmt: skip
+    light = MetricFacts("office/sensor", "illuminance", 60, light_last, 0.0, 460.0, 300.0, 0.0,
+                        9 * H, "lx", "office", 40.0)  # fmt: skip
+    return occupied, light
+
+
+def _change(
+    ts: float = ARRIVED + 30, previous: float | None = 0.0, value: float = 450.0
+) -> ExplainedChange:
+    cause = ("office/sensor", "occupancy", 1.0, ARRIVED)
+    return ExplainedChange("office/sensor", "illuminance", value, previous, ts, "jump", *cause,
+                           "lx", "office", 0.0)  # fmt: skip
+
+
+def _find(*changes: ExplainedChange, language: str = "en", **kw: object) -> Findings:
+    rules = FindingRules(language=language, tz=UTC)
+    facts = kw.pop("facts", _facts())
+    return find(facts, rules=rules, names=Naming(), window_s=9 * H, explained=changes)  # type: ignore[arg-type]
+
+
+def _explained(found: Findings) -> Finding:
+    (only,) = [f for f in found.items if f.kind == "explained"]
+    return only
+
+
+def test_a_light_jump_explained_by_an_arrival_is_a_finding_in_english() -> None:
+    found = _find(_change())
+    light = _explained(found)
+    assert light.sentence == (
+        "The light came on at 08:12, from 0 lx to 450 lx, when Office became occupied."
+    )
+    assert [(n.text, n.role) for n in light.numbers] == [
+        ("08:12", "time"), ("0 lx", "from"), ("450 lx", "to"),
+    ]  # fmt: skip
+    # Ranked right after the arrival itself, and the light is said once.
+    assert [f.kind for f in found.items] == ["change", "explained"]
+    assert found.severity == "info"
+    assert found.notable
+
+
+def test_the_same_change_in_french() -> None:
+    light = _explained(_find(_change(), language="fr"))
+    assert light.sentence == (
+        "La luminosité a augmenté de 0 lx à 450 lx à 08:12, "
+        "quand l'état de Office est passé à occupé."
+    )
+
+
+def test_a_change_without_a_known_previous_level_cites_only_its_level_and_time() -> None:
+    light = _explained(_find(_change(previous=None)))
+    assert light.sentence == "Light reached 450 lx at 08:12 when Office became occupied."
+    assert [n.role for n in light.numbers] == ["time", "to"]
+
+
+def test_a_change_outside_the_window_is_not_said() -> None:
+    found = _find(_change(ts=-1.0))
+    assert not [f for f in found.items if f.kind == "explained"]
+    assert any(f.metric == "illuminance" for f in found.items)  # its plain finding stays
+
+
+def test_the_latest_change_of_a_series_wins() -> None:
+    off = _change(ts=ARRIVED + 3600, previous=450.0, value=3.0)
+    light = _explained(_find(_change(), off))
+    assert "went off at 09:12" in light.sentence
+
+
+def test_a_series_without_readings_in_the_window_still_gets_its_finding() -> None:
+    found = _find(_change(), facts=_facts()[:1])
+    assert _explained(found).numbers[-1].text == "450 lx"
+
+
+def test_the_summary_fallback_mentions_it() -> None:
+    found = _find(_change())
+    text = fallback_text(found.items, "en")
+    assert "The light came on at 08:12, from 0 lx to 450 lx, when Office became occupied." in text
+    assert "La luminosité a augmenté de 0 lx à 450 lx à 08:12" in fallback_text(
+        _find(_change(), language="fr").items, "fr"
+    )
+
+
+def test_grounding_accepts_its_numbers_in_their_roles() -> None:
+    for language in ("en", "fr"):
+        shown = _find(_change(), language=language).items
+        light = _explained(_find(_change(), language=language))
+        for text in (light.sentence, light.phrase):
+            assert check(text, shown, language=language).ok, text
+    shown = _find(_change()).items
+    assert check("The light went from 0 lx to 450 lx when Office became occupied.", shown).ok
+
+
+def test_grounding_rejects_wrong_numbers_times_and_roles() -> None:
+    shown = _find(_change(), facts=_facts()).items
+    bad = {
+        "The light came on at 08:12, from 0 lx to 500 lx.": "500",
+        "The light came on at 08:15 when Office became occupied.": "08:15",
+        "The light came on at 08:12, from 0 % to 450 %.": "no finding has 0 %",
+        # 450 lx was the level after the change, not necessarily the level now.
+        "The light is 450 lx.": "not the current value",
+    }
+    for text, reason in bad.items():
+        result = check(text, shown)
+        assert not result.ok, text
+        assert reason in result.reason, (text, result.reason)
+    fr = _find(_change(), language="fr").items
+    assert not check("La luminosité est à 450 lx.", fr, language="fr").ok
+
+
+def test_the_agent_says_an_explained_change_in_its_summary() -> None:
+    transport = MemoryTransport()
+    text = "The light came on at 00:15, from 0 lx to 450 lx, when Office became occupied."
+    gen = ScriptedGenerator(text, "The light came on at 00:15, from 0 lx to 900 lx.")
+    worker = InferenceWorker(gen, max_backlog=4)
+    narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, tz=UTC))
+    route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", "office")
+    config = AgentConfig(TOPICS, window_s=600, interval_s=3600, max_payload_bytes=65536)
+    change = ExplainedChange("office", "illuminance", 450.0, 0.0, 900.0, "jump", "office",
+                             "occupancy", 1.0, 890.0, "lx", "office", 0.0)  # fmt: skip
+    store = WindowStore(600)
+    agent = Agent(
+        transport, narrator, (route,), config, store, AnomalyDetector(), lambda: 1000.0,
+        explained=lambda area: [change] if area == "office" else [],
+    )  # fmt: skip
+    agent.handle(Message("zigbee2mqtt/office", b'{"illuminance": 450, "occupancy": true}'))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(agent.digest(1000.0), 5)
+        await asyncio.wait_for(agent.digest(1000.0), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    first, second = transport.on("t/summary/office")
+    assert first["text"] == text
+    assert first["severity"] == "info"
+    # An invented level is not published: the fallback says the change instead.
+    assert "900" not in second["text"]
+    assert "The light came on at 00:15, from 0 lx to 450 lx" in second["text"]
