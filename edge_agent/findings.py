@@ -287,8 +287,9 @@ class _Ctx:
             state, who = None, cause.label(self.w.language)
         phrase, sentence = self.w.explained(self.label, self.m.metric, frm, to, at, who, state)
         numbers = (at, to) if frm is None else (at, frm, to)
+        head = self.w.explained_headline(self.label, self.m.metric, frm, to, at)
         return self.make(
-            "explained", EXPLAINED_SCORE, phrase, sentence, phrase, numbers, self.label, **state_kw
+            "explained", EXPLAINED_SCORE, phrase, sentence, head, numbers, self.label, **state_kw
         )
 
     def stale(self) -> Finding:

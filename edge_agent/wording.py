@@ -61,6 +61,9 @@ class Wording(Protocol):
         cause: str,
         state: str | None,
     ) -> tuple[str, str]: ...
+    def explained_headline(
+        self, label: str, metric: str, frm: Number | None, to: Number, at: Number
+    ) -> str: ...
     def stale(self, device: str, since: Number) -> tuple[str, str]: ...
     def battery(self, device: str, value: Number) -> tuple[str, str]: ...
     def since(self, subject: str, state: str, since: Number) -> tuple[str, str]: ...
@@ -154,7 +157,12 @@ class English:
         state: str | None,
     ) -> tuple[str, str]:
         # The numbers come before "when": the cause's words must not claim them (grounding).
-        why = f"when {cause} became {state}" if state else f"when {cause} changed"
+        if not state:
+            why = f"when {cause} changed"
+        elif state in ("on", "off"):
+            why = f"when {cause} turned {state}"
+        else:
+            why = f"when {cause} became {state}"
         if frm is None:
             note = f"{label} reached {to.text} at {at.text} {why}"
         elif metric == "illuminance" and _switched(frm, to):
@@ -164,6 +172,15 @@ class English:
             verb = "rose" if to.value >= frm.value else "fell"
             note = f"{label} {verb} from {frm.text} to {to.text} at {at.text} {why}"
         return note, f"{cap(note)}."
+
+    def explained_headline(
+        self, label: str, metric: str, frm: Number | None, to: Number, at: Number
+    ) -> str:
+        if frm is None:
+            return f"{label} {to.text} at {at.text}"
+        if metric == "illuminance" and _switched(frm, to):
+            return f"light {'on' if to.value > frm.value else 'off'} at {at.text}"
+        return f"{label} {'rose' if to.value >= frm.value else 'fell'} at {at.text}"
 
     def stale(self, device: str, since: Number) -> tuple[str, str]:
         return (
@@ -282,6 +299,13 @@ class French:
         verb = "a augmenté" if to.value >= frm.value else "a baissé"
         note = f"{label} {verb} de {frm.text} à {to.text} à {at.text}, {why}"
         return note, f"{self._art(label)} {verb} de {frm.text} à {to.text} à {at.text}, {why}."
+
+    def explained_headline(
+        self, label: str, metric: str, frm: Number | None, to: Number, at: Number
+    ) -> str:
+        if frm is None:
+            return f"{label} {to.text} à {at.text}"
+        return f"{label} {'en hausse' if to.value >= frm.value else 'en baisse'} à {at.text}"
 
     def stale(self, device: str, since: Number) -> tuple[str, str]:
         return (

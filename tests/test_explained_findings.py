@@ -163,3 +163,33 @@ def test_the_agent_says_an_explained_change_in_its_summary() -> None:
     # An invented level is not published: the fallback says the change instead.
     assert "900" not in second["text"]
     assert "The light came on at 00:15, from 0 lx to 450 lx" in second["text"]
+
+
+def test_a_switch_that_turned_on_explains_a_power_jump() -> None:
+    power = MetricFacts("kitchen/kettle", "power", 30, 2000.0, 0.0, 2000.0, 900.0, 0.0, 9 * H,
+                        "W", "kitchen", 100.0)  # fmt: skip
+    cause = ("kitchen/kettle", "switch", 1.0, 7 * H - 5)
+    change = ExplainedChange("kitchen/kettle", "power", 2000.0, 0.0, 7 * H, "jump", *cause, "W",
+                             "kitchen", 0.0)  # fmt: skip
+    found = find((power,), rules=FindingRules(tz=UTC), names=Naming(), window_s=9 * H,
+                 explained=(change,))  # fmt: skip
+    kettle = _explained(found)
+    assert kettle.sentence.endswith("at 07:00 when Kettle turned on.")
+    assert check(kettle.sentence, found.items).ok
+    assert not check("Kettle turned off at 07:00.", found.items).ok
+
+
+def test_the_title_says_it_briefly() -> None:
+    assert _explained(_find(_change())).headline == "light on at 08:12"
+    assert _explained(_find(_change(), language="fr")).headline == "luminosité en hausse à 08:12"
+
+
+def test_is_the_office_occupied_is_still_answered_by_the_occupancy() -> None:
+    from edge_agent.prompts import relevant
+
+    steady = MetricFacts("office/sensor", "occupancy", 9, 1.0, 1.0, 1.0, 1.0, 0.0, 9 * H, None,
+                         "office")  # fmt: skip
+    found = _find(_change(), facts=(steady, _facts()[1]))
+    (about,) = relevant("Is the office occupied?", found.items, 1)
+    assert about.metric == "occupancy"
+    assert check("Yes, Office is occupied.", found.items, question="Is the office occupied?").ok
