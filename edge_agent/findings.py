@@ -274,9 +274,13 @@ class _Ctx:
         cause = classify(change.cause_device, change.cause_metric, None, binary)
         vocab = cause.vocabulary
         state_kw: dict[str, object] = {}
-        if vocab is not None:
+        who: str | None
+        state: str | None
+        if change.cause_device == change.device and change.cause_metric == change.metric:
+            state, who = None, None  # the series' own step: nothing else to name
+        elif vocab is not None:
             reached = change.cause_value >= 0.5
-            state: str | None = vocab.lang(self.w.language).current(reached)[0]
+            state = vocab.lang(self.w.language).current(reached)[0]
             occupancy = vocab.key == "occupancy" and change.area is not None
             who = (
                 self.area_name if occupancy else self.names.device(change.cause_device, change.area)

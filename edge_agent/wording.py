@@ -58,7 +58,7 @@ class Wording(Protocol):
         frm: Number | None,
         to: Number,
         at: Number,
-        cause: str,
+        cause: str | None,
         state: str | None,
     ) -> tuple[str, str]: ...
     def explained_headline(
@@ -153,24 +153,28 @@ class English:
         frm: Number | None,
         to: Number,
         at: Number,
-        cause: str,
+        cause: str | None,
         state: str | None,
     ) -> tuple[str, str]:
         # The numbers come before "when": the cause's words must not claim them (grounding).
-        if not state:
-            why = f"when {cause} changed"
+        # No cause is said when the series explains itself (a lamp's own step).
+        if cause is None:
+            why = ""
+        elif not state:
+            why = f" when the {cause} changed"
         elif state in ("on", "off"):
-            why = f"when {cause} turned {state}"
+            why = f" when {cause} turned {state}"
         else:
-            why = f"when {cause} became {state}"
+            why = f" when {cause} became {state}"
         if frm is None:
-            note = f"{label} reached {to.text} at {at.text} {why}"
+            note = f"{label} reached {to.text} at {at.text}{why}"
         elif metric == "illuminance" and _switched(frm, to):
             verb = "came on" if to.value > frm.value else "went off"
-            note = f"the light {verb} at {at.text}, from {frm.text} to {to.text}, {why}"
+            span = f"from {frm.text} to {to.text}"
+            note = f"the light {verb} at {at.text}, {span}{',' if why else ''}{why}"
         else:
             verb = "rose" if to.value >= frm.value else "fell"
-            note = f"{label} {verb} from {frm.text} to {to.text} at {at.text} {why}"
+            note = f"{label} {verb} from {frm.text} to {to.text} at {at.text}{why}"
         return note, f"{cap(note)}."
 
     def explained_headline(
@@ -288,17 +292,22 @@ class French:
         frm: Number | None,
         to: Number,
         at: Number,
-        cause: str,
+        cause: str | None,
         state: str | None,
     ) -> tuple[str, str]:
         # "l'état de X est passé à": agrees whatever the gender of X.
-        why = f"quand l'état de {cause} est passé à {state}" if state else f"quand {cause} a changé"
+        if cause is None:
+            why = ""
+        elif state:
+            why = f", quand l'état de {cause} est passé à {state}"
+        else:
+            why = f", quand {self._art(cause)[:1].lower()}{self._art(cause)[1:]} a changé"
         if frm is None:
-            note = f"{label} a atteint {to.text} à {at.text}, {why}"
-            return note, f"{self._art(label)} a atteint {to.text} à {at.text}, {why}."
+            note = f"{label} a atteint {to.text} à {at.text}{why}"
+            return note, f"{self._art(label)} a atteint {to.text} à {at.text}{why}."
         verb = "a augmenté" if to.value >= frm.value else "a baissé"
-        note = f"{label} {verb} de {frm.text} à {to.text} à {at.text}, {why}"
-        return note, f"{self._art(label)} {verb} de {frm.text} à {to.text} à {at.text}, {why}."
+        note = f"{label} {verb} de {frm.text} à {to.text} à {at.text}{why}"
+        return note, f"{self._art(label)} {verb} de {frm.text} à {to.text} à {at.text}{why}."
 
     def explained_headline(
         self, label: str, metric: str, frm: Number | None, to: Number, at: Number

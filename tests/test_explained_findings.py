@@ -193,3 +193,18 @@ def test_is_the_office_occupied_is_still_answered_by_the_occupancy() -> None:
     (about,) = relevant("Is the office occupied?", found.items, 1)
     assert about.metric == "occupancy"
     assert check("Yes, Office is occupied.", found.items, question="Is the office occupied?").ok
+
+
+def test_a_lamp_step_that_explains_itself_names_no_cause() -> None:
+    cause = ("office/sensor", "illuminance", 450.0, ARRIVED)
+    own = ExplainedChange("office/sensor", "illuminance", 450.0, 0.0, ARRIVED, "jump", *cause,
+                          "lx", "office", 0.0)  # fmt: skip
+    for language, sentence in (
+        ("en", "The light came on at 08:12, from 0 lx to 450 lx."),
+        ("fr", "La luminosité a augmenté de 0 lx à 450 lx à 08:12."),
+    ):
+        found = _find(own, language=language)
+        light = _explained(found)
+        assert light.sentence == sentence
+        assert light.vocabulary is None
+        assert check(sentence, found.items, language=language).ok
