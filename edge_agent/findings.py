@@ -128,12 +128,12 @@ def find(
 ) -> Findings:
     """Rank what is notable in ``facts``; ``baseline``: the same series over a longer
     window, for "far from its usual value"; ``excursions``: the open ones;
-    ``explained``: level changes a state change explained (the latest of each series in
-    the window becomes its finding, in place of a plain jump or level of the same series)."""
+    ``explained``: recent level changes a state change explained (the latest of each
+    series becomes its finding, in place of a plain jump or level of the same series)."""
     w = wording(rules.language)
     usual = {f.fact_id: f for f in baseline}
     open_exc = {(e.device, e.metric): e for e in excursions if e.open}
-    changes = _latest_changes(facts, explained, window_s)
+    changes = _latest_changes(explained)
     out: list[Finding] = []
     for fact in facts:
         m = meaning(fact)
@@ -162,15 +162,12 @@ def find(
     return Findings(tuple(out))
 
 
-def _latest_changes(
-    facts: Sequence[MetricFacts], explained: Sequence[ExplainedChange], window_s: float
-) -> dict[tuple[str, str], ExplainedChange]:
-    """The latest explained change of each series, inside the window the facts end."""
-    end = max((f.last_ts for f in facts), default=None)
+def _latest_changes(explained: Sequence[ExplainedChange]) -> dict[tuple[str, str], ExplainedChange]:
+    """The latest explained change of each series. Not cut to the summary window: a change
+    is decided only once its explain window has passed, often after the summary window, so
+    the caller's recency (the explainer keeps them for an hour) is the one that counts."""
     out: dict[tuple[str, str], ExplainedChange] = {}
     for change in explained:
-        if window_s and end is not None and change.ts < end - window_s:
-            continue
         key = (change.device, change.metric)
         if key not in out or change.ts >= out[key].ts:
             out[key] = change

@@ -339,6 +339,16 @@ def _state_ok(
     ]
     if not cands:
         return f"'{word}' is not a state in the findings"
+    if not negated and prev & _BECAME:
+        # "when Office became empty": the state an explained change's cause reached then,
+        # whatever the state of the same subject now.
+        for _, f in cands:
+            vocab = f.vocabulary
+            assert vocab is not None
+            if f.kind == "explained" and any(
+                key == vocab.key and state in f.reached for key, state, _ in meanings
+            ):
+                return ""
     near = words.nearest(toks, at)
     named = [(i, f) for i, f in cands if i in near] or cands
     for _, f in named:
@@ -350,9 +360,6 @@ def _state_ok(
             if how == "current" and said == f.state:
                 return ""
             if how == "event" and not negated and state in f.reached:
-                return ""
-            # "when Office became occupied": the state an explained change's cause reached.
-            if f.kind == "explained" and not negated and prev & _BECAME and state in f.reached:
                 return ""
             # "closed" is also the verb: the door closed at 09:40.
             if how == "current" and not negated and state in f.reached and word in _VERBS:

@@ -80,10 +80,16 @@ def test_a_change_without_a_known_previous_level_cites_only_its_level_and_time()
     assert [n.role for n in light.numbers] == ["time", "to"]
 
 
-def test_a_change_outside_the_window_is_not_said() -> None:
-    found = _find(_change(ts=-1.0))
+def test_a_change_before_the_summary_window_is_still_said() -> None:
+    # It is decided only once its explain window has passed, often after the summary window.
+    light = _explained(_find(_change(ts=-600.0)))
+    assert "at 23:50" in light.sentence
+
+
+def test_without_explained_changes_the_light_is_a_plain_finding() -> None:
+    found = _find()
     assert not [f for f in found.items if f.kind == "explained"]
-    assert any(f.metric == "illuminance" for f in found.items)  # its plain finding stays
+    assert any(f.metric == "illuminance" for f in found.items)
 
 
 def test_the_latest_change_of_a_series_wins() -> None:
@@ -208,3 +214,17 @@ def test_a_lamp_step_that_explains_itself_names_no_cause() -> None:
         assert light.sentence == sentence
         assert light.vocabulary is None
         assert check(sentence, found.items, language=language).ok
+
+
+def test_the_state_the_cause_reached_then_is_accepted_whatever_it_is_now() -> None:
+    # UCI office data: the light stepped up just as the office was left; it is occupied now.
+    steady = MetricFacts("office/sensor", "occupancy", 9, 1.0, 1.0, 1.0, 1.0, 0.0, 9 * H, None,
+                         "office")  # fmt: skip
+    cause = ("office/sensor", "occupancy", 0.0, ARRIVED)
+    left = ExplainedChange("office/sensor", "illuminance", 426.0, 356.0, ARRIVED, "zscore", *cause,
+                           "lx", "office", 1.0)  # fmt: skip
+    found = _find(left, facts=(steady, _facts()[1]))
+    light = _explained(found)
+    assert light.sentence == "Light rose from 356 lx to 426 lx at 08:12 when Office became empty."
+    assert check(light.sentence, found.items).ok
+    assert not check("Office is empty.", found.items).ok  # not now
