@@ -143,7 +143,7 @@ def find(
         change = changes.pop((fact.device, fact.metric), None)
         # One finding per series: an excursion, a limit or a silent sensor says more.
         if change is not None and (found is None or found.kind in _REPLACEABLE):
-            found = ctx.explained(change)
+            found = ctx.explained(change) or found
         if found is not None:
             out.append(found)
     for change in changes.values():  # a series without readings left in the window
@@ -151,7 +151,9 @@ def find(
             change.device, change.metric, 1, change.value, change.value, change.value,
             change.value, change.ts, change.ts, change.unit, change.area,
         )  # fmt: skip
-        out.append(_Ctx(fact, meaning(fact), names, w, rules, window_s).explained(change))
+        said = _Ctx(fact, meaning(fact), names, w, rules, window_s).explained(change)
+        if said is not None:
+            out.append(said)
     for exc in open_exc.values():  # an excursion whose readings left the window
         fact = MetricFacts(
             exc.device, exc.metric, 1, exc.last, exc.last, exc.peak, exc.last,
@@ -262,11 +264,13 @@ class _Ctx:
         )
         return self.make("excursion", 95.0, phrase, sentence, head, (now, limit, since, peak))
 
-    def explained(self, change: ExplainedChange) -> Finding:
+    def explained(self, change: ExplainedChange) -> Finding | None:
         """A level change and its cause: "The light came on at 08:12, from 0 lx to 450 lx,
         when Office became occupied"."""
         at, to = self.clock(change.ts), self.num(change.value, "to")
         frm = None if change.previous is None else self.num(change.previous, "from")
+        if frm is not None and frm.text == to.text:
+            return None  # "from 0 kg/kg to 0 kg/kg": too small to say at the shown precision
         binary = change.cause_value in (0.0, 1.0) and change.cause_previous in (None, 0.0, 1.0)
         cause = classify(change.cause_device, change.cause_metric, None, binary)
         vocab = cause.vocabulary

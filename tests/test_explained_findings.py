@@ -228,3 +228,10 @@ def test_the_state_the_cause_reached_then_is_accepted_whatever_it_is_now() -> No
     assert light.sentence == "Light rose from 356 lx to 426 lx at 08:12 when Office became empty."
     assert check(light.sentence, found.items).ok
     assert not check("Office is empty.", found.items).ok  # not now
+
+
+def test_a_change_too_small_to_show_leaves_the_plain_finding() -> None:
+    tiny = _change(previous=450.2, value=450.4)
+    found = _find(tiny)
+    assert not [f for f in found.items if f.kind == "explained"]
+    assert any(f.metric == "illuminance" for f in found.items)
