@@ -220,9 +220,10 @@ class Narrator:
         excursions: Sequence[Excursion] = (),
         known_names: Iterable[str] = (),
         key: str = "ask",
+        explained: Sequence[ExplainedChange] = (),
     ) -> Narration | None:
         """The checked answer to ``question`` from the findings it is about."""
-        found = self.findings(facts, excursions=excursions)
+        found = self.findings(facts, excursions=excursions, explained=explained)
         shown = relevant(question, found.items)
         gen = self.generator
 

@@ -592,12 +592,17 @@ class Agent:
         if self._excursions is not None:
             for area in dict.fromkeys(f.area for f in facts):
                 excursions.extend(self._excursions(area))
+        explained: list[ExplainedChange] = []
+        if self._explained is not None:
+            for area in dict.fromkeys(f.area for f in facts):
+                explained.extend(self._explained(area))
         narration = await self._narrator.answer(
             request.question,
             facts,
             excursions=excursions,
             known_names=self._names,
             key=f"ask:{id(request)}",
+            explained=explained,
         )
         if narration is None:  # dropped from a full backlog
             self._reply_error(request, "busy")

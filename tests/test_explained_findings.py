@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC
 
 from edge_agent.anomalies import AnomalyDetector
-from edge_agent.domain import ExplainedChange, MetricFacts
+from edge_agent.domain import AskRequest, ExplainedChange, MetricFacts
 from edge_agent.facts import WindowStore
 from edge_agent.findings import Finding, FindingRules, Findings, find
 from edge_agent.grounding import check
@@ -139,10 +139,9 @@ def test_grounding_rejects_wrong_numbers_times_and_roles() -> None:
     assert not check("La luminosité est à 450 lx.", fr, language="fr").ok
 
 
-def test_the_agent_says_an_explained_change_in_its_summary() -> None:
-    transport = MemoryTransport()
-    text = "The light came on at 00:15, from 0 lx to 450 lx, when Office became occupied."
-    gen = ScriptedGenerator(text, "The light came on at 00:15, from 0 lx to 900 lx.")
+def _office_agent(
+    gen: ScriptedGenerator, transport: MemoryTransport
+) -> tuple[Agent, InferenceWorker]:
     worker = InferenceWorker(gen, max_backlog=4)
     narrator = Narrator(worker, NarratorConfig(32, 32, 10.0, tz=UTC))
     route = Route.build("zigbee2mqtt/#", "zigbee2mqtt", "office")
@@ -155,6 +154,14 @@ def test_the_agent_says_an_explained_change_in_its_summary() -> None:
         explained=lambda area: [change] if area == "office" else [],
     )  # fmt: skip
     agent.handle(Message("zigbee2mqtt/office", b'{"illuminance": 450, "occupancy": true}'))
+    return agent, worker
+
+
+def test_the_agent_says_an_explained_change_in_its_summary() -> None:
+    transport = MemoryTransport()
+    text = "The light came on at 00:15, from 0 lx to 450 lx, when Office became occupied."
+    gen = ScriptedGenerator(text, "The light came on at 00:15, from 0 lx to 900 lx.")
+    agent, worker = _office_agent(gen, transport)
 
     async def scenario() -> None:
         task = asyncio.create_task(worker.run())
@@ -235,3 +242,24 @@ def test_a_change_too_small_to_show_leaves_the_plain_finding() -> None:
     found = _find(tiny)
     assert not [f for f in found.items if f.kind == "explained"]
     assert any(f.metric == "illuminance" for f in found.items)
+
+
+def test_an_answer_can_say_when_the_light_came_on() -> None:
+    transport = MemoryTransport()
+    text = "The light came on at 00:15, when Office became occupied."
+    agent, worker = _office_agent(ScriptedGenerator(text), transport)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        request = AskRequest.from_payload(
+            b'{"id": 1, "q": "When did the light come on?"}',
+            default_reply_to="t/answer",
+            now=1000.0,
+        )
+        assert await asyncio.wait_for(agent.answer(request), 5) is not None
+        task.cancel()
+
+    asyncio.run(scenario())
+    (reply,) = transport.on("t/answer")
+    assert reply["answer"] == text
+    assert reply["fallback"] is False
