@@ -3,11 +3,13 @@
 A finding is one statement about one (device, metric): an open threshold excursion,
 a level beyond its limit, a state change with its local time ("occupied since 08:12",
 "door opened 3 times, last at 09:40"), a jump ("humidity rose from 52 % to 85 %"), a
-level far from its usual value, a silent or offline sensor, a low battery, or a plain
-level ("temperature 21.4 °C and rising"). Each finding carries exactly the numbers it
-may cite, as displayed, with their units and roles; grounding checks text against
-them. One finding per (device, metric): the most notable reading of it wins, so a
-number never has two meanings. Pure code.
+level far from its usual value, a silent or offline sensor, a low battery, a plain
+level ("temperature 21.4 °C and rising"), or a level change a state change explains
+("the light came on at 08:12, from 0 lx to 450 lx, when Office became occupied": an
+expected change, said instead of an anomaly and of that level's plain finding). Each
+finding carries exactly the numbers it may cite, as displayed, with their units and
+roles; grounding checks text against them. One finding per (device, metric): the most
+notable reading of it wins, so a number never has two meanings. Pure code.
 """
 
 from __future__ import annotations
@@ -142,7 +144,14 @@ def find(
         found = ctx.finding(exc, usual.get(fact.fact_id))
         change = changes.pop((fact.device, fact.metric), None)
         # One finding per series: an excursion, a limit or a silent sensor says more.
-        if change is not None and (found is None or found.kind in _REPLACEABLE):
+        # A jump in the window that began after the change is news of its own.
+        newer_jump = (
+            found is not None
+            and found.kind == "jump"
+            and change is not None
+            and (change.ts < fact.first_ts)
+        )
+        if change is not None and not newer_jump and (found is None or found.kind in _REPLACEABLE):
             found = ctx.explained(change) or found
         if found is not None:
             out.append(found)

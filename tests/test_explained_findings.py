@@ -82,7 +82,10 @@ def test_a_change_without_a_known_previous_level_cites_only_its_level_and_time()
 
 def test_a_change_before_the_summary_window_is_still_said() -> None:
     # It is decided only once its explain window has passed, often after the summary window.
-    light = _explained(_find(_change(ts=-600.0)))
+    occupied = _facts()[0]
+    steady = MetricFacts("office/sensor", "illuminance", 60, 450.0, 448.0, 452.0, 450.0, 0.0,
+                         9 * H, "lx", "office", 0.0)  # fmt: skip
+    light = _explained(_find(_change(ts=-600.0), facts=(occupied, steady)))
     assert "at 23:50" in light.sentence
 
 
@@ -263,3 +266,12 @@ def test_an_answer_can_say_when_the_light_came_on() -> None:
     (reply,) = transport.on("t/answer")
     assert reply["answer"] == text
     assert reply["fallback"] is False
+
+
+def test_a_jump_after_an_older_explained_change_is_still_news() -> None:
+    # The light's window starts after the change: its jump is something else.
+    occupied = _facts()[0]
+    later = MetricFacts("office/sensor", "illuminance", 60, 450.0, 0.0, 460.0, 300.0, 2 * H,
+                        9 * H, "lx", "office", 40.0)  # fmt: skip
+    found = _find(_change(ts=H), facts=(occupied, later))
+    assert [f.kind for f in found.items if f.metric == "illuminance"] == ["jump"]
