@@ -5,19 +5,25 @@ own numbers, and grounding holds a model's text to them."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC
 
+import pytest
+
 from edge_agent.anomalies import AnomalyDetector
+from edge_agent.bench.alerts import events, read_rows
 from edge_agent.domain import AskRequest, ExplainedChange, MetricFacts
 from edge_agent.facts import WindowStore
 from edge_agent.findings import Finding, FindingRules, Findings, find
 from edge_agent.grounding import check
 from edge_agent.narrator import Narrator, NarratorConfig
-from edge_agent.prompts import fallback_text
+from edge_agent.prompts import MAX_NOTES, fallback_text
 from edge_agent.semantics import Naming
 from edge_agent.service import Agent, AgentConfig, Route
+from edge_agent.settings import Settings
 from edge_agent.transport.base import Message
 from edge_agent.worker import InferenceWorker
+from tests.support.data import uci_occupancy
 from tests.test_service import TOPICS, MemoryTransport, ScriptedGenerator
 
 H = 3600.0
@@ -275,3 +281,43 @@ def test_a_jump_after_an_older_explained_change_is_still_news() -> None:
                         9 * H, "lx", "office", 40.0)  # fmt: skip
     found = _find(_change(ts=H), facts=(occupied, later))
     assert [f.kind for f in found.items if f.metric == "illuminance"] == ["jump"]
+
+
+UCI = uci_occupancy()
+
+
+@pytest.mark.skipif(not (UCI / "datatraining.txt").is_file(), reason=f"no UCI data at {UCI}")
+def test_on_real_office_data_every_explained_finding_is_grounded() -> None:
+    """Six days of a real office (UCI occupancy): the summaries the agent would build every
+    window say the explained changes, and their own words pass the grounding check."""
+    settings = Settings(anomalies={"thresholds": {"co2": {"max": 1000}}})
+    detector = AnomalyDetector(**settings.anomalies.model_dump())
+    window = settings.summary.window_s
+    store = WindowStore(window, **settings.facts.model_dump())
+    readings = events(read_rows(UCI))
+    said: Counter[str] = Counter()
+    next_summary, next_tick = readings[0].ts + window, readings[0].ts + 60
+    for event in readings:
+        store.add(event)
+        detector.check(event, store)
+        if event.ts >= next_tick:
+            next_tick = event.ts + 60
+            detector.check_stale(store, event.ts)
+        if event.ts < next_summary:
+            continue
+        next_summary = event.ts + window
+        facts = store.facts(event.ts)
+        for language in ("en", "fr"):
+            rules = FindingRules(limits={"co2": (None, 1000.0)}, language=language, tz=UTC)
+            found = find(facts, rules=rules, names=Naming(), window_s=window,
+                         explained=detector.explained_in("office"))  # fmt: skip
+            shown = found.items[:MAX_NOTES]
+            for f in (f for f in found.items if f.kind == "explained"):
+                said[language] += 1
+                said["shown"] += f in shown
+                for text in (f.sentence, f.phrase):
+                    assert check(text, found.items, language=language).ok, text
+            fallback = fallback_text(shown, language)
+            assert check(fallback, shown, language=language).ok, fallback
+    assert said["en"] == said["fr"] >= 50
+    assert said["shown"] == 2 * said["en"]  # ranked among the notes the model is shown
