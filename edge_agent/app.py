@@ -156,6 +156,7 @@ def build_agent(
         actions,
         alerts,
         excursions=detector.open_in,
+        explained=detector.explained_in,
     )
 
 

@@ -3,11 +3,13 @@
 A finding is one statement about one (device, metric): an open threshold excursion,
 a level beyond its limit, a state change with its local time ("occupied since 08:12",
 "door opened 3 times, last at 09:40"), a jump ("humidity rose from 52 % to 85 %"), a
-level far from its usual value, a silent or offline sensor, a low battery, or a plain
-level ("temperature 21.4 °C and rising"). Each finding carries exactly the numbers it
-may cite, as displayed, with their units and roles; grounding checks text against
-them. One finding per (device, metric): the most notable reading of it wins, so a
-number never has two meanings. Pure code.
+level far from its usual value, a silent or offline sensor, a low battery, a plain
+level ("temperature 21.4 °C and rising"), or a level change a state change explains
+("the light came on at 08:12, from 0 lx to 450 lx, when Office became occupied": an
+expected change, said instead of an anomaly and of that level's plain finding). Each
+finding carries exactly the numbers it may cite, as displayed, with their units and
+roles; grounding checks text against them. One finding per (device, metric): the most
+notable reading of it wins, so a number never has two meanings. Pure code.
 """
 
 from __future__ import annotations
@@ -17,18 +19,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Literal
 
-from edge_agent.domain import Excursion, MetricFacts
-from edge_agent.semantics import LOW_BATTERY, Meaning, Naming, Number, Role, meaning
+from edge_agent.domain import Excursion, ExplainedChange, MetricFacts
+from edge_agent.semantics import LOW_BATTERY, Meaning, Naming, Number, Role, classify, meaning
 from edge_agent.wording import Wording, wording
 from edge_agent.words import Vocabulary
 
 FindingKind = Literal[
     "alarm", "excursion", "limit", "offline", "change", "jump", "stale", "battery",
-    "usual", "level", "state", "counter",
+    "usual", "level", "state", "counter", "explained",
 ]  # fmt: skip
 
 NOTABLE = 30.0
 """Findings scoring at least this are news; a window without any is "all quiet"."""
+
+EXPLAINED_SCORE = 69.0
+"""A level change a state change explains: right after open excursions and state changes."""
+_REPLACEABLE: frozenset[str] = frozenset({"jump", "level", "usual"})
+"""Findings of a level that its explained change says better (the same event, once)."""
 
 _LEVEL_SCORE = {"temperature": 22.0, "co2": 21.0, "humidity": 20.0, "illuminance": 15.0}
 
@@ -119,20 +126,43 @@ def find(
     excursions: Sequence[Excursion] = (),
     baseline: Sequence[MetricFacts] = (),
     window_s: float = 0.0,
+    explained: Sequence[ExplainedChange] = (),
 ) -> Findings:
     """Rank what is notable in ``facts``; ``baseline``: the same series over a longer
-    window, for "far from its usual value"; ``excursions``: the open ones."""
+    window, for "far from its usual value"; ``excursions``: the open ones;
+    ``explained``: recent level changes a state change explained (the latest of each
+    series becomes its finding, in place of a plain jump or level of the same series)."""
     w = wording(rules.language)
     usual = {f.fact_id: f for f in baseline}
     open_exc = {(e.device, e.metric): e for e in excursions if e.open}
+    changes = _latest_changes(explained)
     out: list[Finding] = []
     for fact in facts:
         m = meaning(fact)
         ctx = _Ctx(fact, m, names, w, rules, window_s)
         exc = open_exc.pop((fact.device, fact.metric), None)
         found = ctx.finding(exc, usual.get(fact.fact_id))
+        change = changes.pop((fact.device, fact.metric), None)
+        # One finding per series: an excursion, a limit or a silent sensor says more.
+        # A jump in the window that began after the change is news of its own.
+        newer_jump = (
+            found is not None
+            and found.kind == "jump"
+            and change is not None
+            and (change.ts < fact.first_ts)
+        )
+        if change is not None and not newer_jump and (found is None or found.kind in _REPLACEABLE):
+            found = ctx.explained(change) or found
         if found is not None:
             out.append(found)
+    for change in changes.values():  # a series without readings left in the window
+        fact = MetricFacts(
+            change.device, change.metric, 1, change.value, change.value, change.value,
+            change.value, change.ts, change.ts, change.unit, change.area,
+        )  # fmt: skip
+        said = _Ctx(fact, meaning(fact), names, w, rules, window_s).explained(change)
+        if said is not None:
+            out.append(said)
     for exc in open_exc.values():  # an excursion whose readings left the window
         fact = MetricFacts(
             exc.device, exc.metric, 1, exc.last, exc.last, exc.peak, exc.last,
@@ -141,6 +171,18 @@ def find(
         out.append(_Ctx(fact, meaning(fact), names, w, rules, window_s).excursion(exc))
     out.sort(key=lambda f: (-f.score, f.area or "", f.subject, f.metric))
     return Findings(tuple(out))
+
+
+def _latest_changes(explained: Sequence[ExplainedChange]) -> dict[tuple[str, str], ExplainedChange]:
+    """The latest explained change of each series. Not cut to the summary window: a change
+    is decided only once its explain window has passed, often after the summary window, so
+    the caller's recency (the explainer keeps them for an hour) is the one that counts."""
+    out: dict[tuple[str, str], ExplainedChange] = {}
+    for change in explained:
+        key = (change.device, change.metric)
+        if key not in out or change.ts >= out[key].ts:
+            out[key] = change
+    return out
 
 
 class _Ctx:
@@ -155,7 +197,7 @@ class _Ctx:
         rules: FindingRules,
         window_s: float,
     ) -> None:
-        self.fact, self.m, self.w, self.rules = fact, m, w, rules
+        self.fact, self.m, self.w, self.rules, self.names = fact, m, w, rules, names
         self.window_s = window_s or max(fact.last_ts - fact.first_ts, 0.0)
         self.area_name = names.area(fact.area)
         self.device_name = names.device(fact.device, fact.area)
@@ -230,6 +272,39 @@ class _Ctx:
             + f" ({w.above_below(exc.direction)} {limit.text})"
         )
         return self.make("excursion", 95.0, phrase, sentence, head, (now, limit, since, peak))
+
+    def explained(self, change: ExplainedChange) -> Finding | None:
+        """A level change and its cause: "The light came on at 08:12, from 0 lx to 450 lx,
+        when Office became occupied"."""
+        at, to = self.clock(change.ts), self.num(change.value, "to")
+        frm = None if change.previous is None else self.num(change.previous, "from")
+        if frm is not None and frm.text == to.text:
+            return None  # "from 0 kg/kg to 0 kg/kg": too small to say at the shown precision
+        binary = change.cause_value in (0.0, 1.0) and change.cause_previous in (None, 0.0, 1.0)
+        cause = classify(change.cause_device, change.cause_metric, None, binary)
+        vocab = cause.vocabulary
+        state_kw: dict[str, object] = {}
+        who: str | None
+        state: str | None
+        if change.cause_device == change.device and change.cause_metric == change.metric:
+            state, who = None, None  # the series' own step: nothing else to name
+        elif vocab is not None:
+            reached = change.cause_value >= 0.5
+            state = vocab.lang(self.w.language).current(reached)[0]
+            occupancy = vocab.key == "occupancy" and change.area is not None
+            who = (
+                self.area_name if occupancy else self.names.device(change.cause_device, change.area)
+            )
+            # The cause's state words may be cited for the moment it changed (grounding).
+            state_kw = {"vocabulary": vocab, "reached": (reached,)}
+        else:
+            state, who = None, cause.label(self.w.language)
+        phrase, sentence = self.w.explained(self.label, self.m.metric, frm, to, at, who, state)
+        numbers = (at, to) if frm is None else (at, frm, to)
+        head = self.w.explained_headline(self.label, self.m.metric, frm, to, at)
+        return self.make(
+            "explained", EXPLAINED_SCORE, phrase, sentence, head, numbers, self.label, **state_kw
+        )
 
     def stale(self) -> Finding:
         since = self.clock(self.fact.last_ts)

@@ -60,7 +60,7 @@ _ROLE_CUES = frozenset(
     {"peak", "peaked", "max", "maximum", "limit", "above", "below", "over", "under", "from",
      "usual", "usually", "normal", "reached", "was", "were", "rose", "fell", "up", "down",
      "since", "pic", "limite", "dessus", "dessous", "habituelle", "habitude", "depuis",
-     "augmenté", "baissé", "était", "threshold", "seuil"}
+     "augmenté", "baissé", "était", "threshold", "seuil", "atteint", "came", "went"}
 )  # fmt: skip
 _NEGATIONS = frozenset({"not", "no", "never", "isn't", "aren't", "wasn't", "pas", "plus"})
 # State words too common to count without a verb before them ("based on", "left").
@@ -68,7 +68,13 @@ _COMMON = frozenset({"on", "off", "home", "away", "left", "dry", "shut"})
 _COPULAS = frozenset(
     {"is", "are", "was", "were", "been", "turned", "switched", "now", "stays", "remains", "still"}
 )
-_BARRIERS = frozenset({"and", "but", "while", "with", "et", "mais", "avec", "alors"})
+_BARRIERS = frozenset(
+    {"and", "but", "while", "with", "et", "mais", "avec", "alors", "when", "quand", "lorsque"}
+)
+# Words before a state word that say a state was reached then, not that it holds now.
+_BECAME = frozenset({"became", "become", "got", "turned", "devenu", "devenue", "passé", "passée"})
+_CHANGE_REACH = 6
+"""Words before a level's before/after value that may carry the verb of its change."""
 _REACH = 5
 """Words before a number that may still name its subject."""
 _YES = frozenset({"yes", "oui"})
@@ -262,7 +268,16 @@ def _numbers(toks: Sequence[_Tok], shown: Sequence[Finding], words: _Words, lang
         }
         current = any(n.role in ("now", "count") for _, n in cands)
         if before & _LEVEL_CUES and not before & _ROLE_CUES and not current:
-            return f"{value:g} is not the current value"
+            # "rose from 0 lx to 450 lx", "a augmenté de 0 lx à 450 lx": the verb of the
+            # change is further back than "to"/"à", and still gives the number its role.
+            clause = {
+                t.text.lower()
+                for t in toks[max(0, tok.index - _CHANGE_REACH) : tok.index]
+                if t.kind == "word" and t.sentence == tok.sentence
+            }
+            change = all(n.role in ("from", "to") for _, n in cands)
+            if not (change and clause & _ROLE_CUES):
+                return f"{value:g} is not the current value"
     return ""
 
 
@@ -300,7 +315,7 @@ def _states(toks: Sequence[_Tok], shown: Sequence[Finding], words: _Words, langu
             i += len(match.split())
             continue
         negated = bool(set(prev) & _NEGATIONS)
-        reason = _state_ok(match, phrases[match], negated, i, toks, shown, words)
+        reason = _state_ok(match, phrases[match], negated, i, toks, shown, words, frozenset(prev))
         if reason:
             return reason
         i += len(match.split())
@@ -315,6 +330,7 @@ def _state_ok(
     toks: Sequence[_Tok],
     shown: Sequence[Finding],
     words: _Words,
+    prev: frozenset[str] = frozenset(),
 ) -> str:
     cands = [
         (i, f)
@@ -323,6 +339,16 @@ def _state_ok(
     ]
     if not cands:
         return f"'{word}' is not a state in the findings"
+    if not negated and prev & _BECAME:
+        # "when Office became empty": the state an explained change's cause reached then,
+        # whatever the state of the same subject now.
+        for _, f in cands:
+            vocab = f.vocabulary
+            assert vocab is not None
+            if f.kind == "explained" and any(
+                key == vocab.key and state in f.reached for key, state, _ in meanings
+            ):
+                return ""
     near = words.nearest(toks, at)
     named = [(i, f) for i, f in cands if i in near] or cands
     for _, f in named:

@@ -19,7 +19,7 @@ from datetime import tzinfo
 
 import structlog
 
-from edge_agent.domain import Excursion, MetricFacts
+from edge_agent.domain import Excursion, ExplainedChange, MetricFacts
 from edge_agent.errors import GenerationError
 from edge_agent.findings import Finding, FindingRules, Findings, find
 from edge_agent.grounding import check
@@ -138,6 +138,7 @@ class Narrator:
         excursions: Sequence[Excursion] = (),
         baseline: Sequence[MetricFacts] = (),
         window_s: float = 0.0,
+        explained: Sequence[ExplainedChange] = (),
     ) -> Findings:
         """What is notable in ``facts``, ranked (see :mod:`edge_agent.findings`)."""
         return find(
@@ -147,6 +148,7 @@ class Narrator:
             excursions=excursions,
             baseline=baseline,
             window_s=window_s,
+            explained=explained,
         )
 
     def area_name(self, area: str | None) -> str:
@@ -218,9 +220,10 @@ class Narrator:
         excursions: Sequence[Excursion] = (),
         known_names: Iterable[str] = (),
         key: str = "ask",
+        explained: Sequence[ExplainedChange] = (),
     ) -> Narration | None:
         """The checked answer to ``question`` from the findings it is about."""
-        found = self.findings(facts, excursions=excursions)
+        found = self.findings(facts, excursions=excursions, explained=explained)
         shown = relevant(question, found.items)
         gen = self.generator
 

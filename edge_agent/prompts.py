@@ -322,7 +322,9 @@ def relevant(question: str, findings: Sequence[Finding], limit: int = 3) -> tupl
     scored = []
     for f in findings:
         words = set(f.words) | {w.lower() for w in _WORD.findall(f.area_name)}
-        if f.vocabulary is not None:
+        # An explained change carries its cause's vocabulary but no current state: the
+        # state finding of the cause answers "is it occupied?".
+        if f.vocabulary is not None and f.state is not None:
             for lang in f.vocabulary.words.values():
                 words.update(x for x in (*lang.on, *lang.off) if " " not in x)
         hits = len(asked & words)

@@ -32,7 +32,8 @@ from edge_agent.words import (
 )
 
 Kind = Literal["level", "state", "counter", "diagnostic"]
-Role = Literal["now", "limit", "peak", "from", "usual", "count", "time"]
+Role = Literal["now", "limit", "peak", "from", "to", "usual", "count", "time"]
+"""``from``/``to``: the level before and after a past change (not the current value)."""
 
 LANGUAGES = ("en", "fr")
 """Languages with their own words; any other language falls back to English words."""

@@ -24,6 +24,7 @@ from edge_agent.domain import (
     AskRequest,
     DeadLetter,
     Excursion,
+    ExplainedChange,
     MetricFacts,
     Summary,
     Window,
@@ -125,6 +126,7 @@ class Agent:
         actions: ActionsEngine | None = None,
         alerts: Alerts | None = None,
         excursions: Callable[[str | None], Sequence[Excursion]] | None = None,
+        explained: Callable[[str | None], Sequence[ExplainedChange]] | None = None,
     ) -> None:
         self._transport = transport
         self._narrator = narrator
@@ -140,6 +142,8 @@ class Agent:
         """Rate limits, "alert active" states and saved excursions; None: publish all."""
         self._excursions = excursions
         """The open threshold excursions of an area (the alert lifecycle), if wired."""
+        self._explained = explained
+        """Level changes of an area that a state change explained (findings, not anomalies)."""
         self._tasks: set[asyncio.Task[object]] = set()
         self._last_anomaly_summary: dict[str | None, float] = {}
         self._names = store.names
@@ -375,10 +379,15 @@ class Agent:
     ) -> Findings:
         """One area's findings, with its open excursions and its baseline window."""
         excursions = self._excursions(area) if self._excursions is not None else ()
+        explained = self._explained(area) if self._explained is not None else ()
         # The longer window the store keeps for baselines: what "usual" means here.
         baseline = tuple(f for f in self._store.facts(end, 10 * 86_400.0) if f.area == area)
         return self._narrator.findings(
-            facts, excursions=excursions, baseline=baseline, window_s=self._cfg.window_s
+            facts,
+            excursions=excursions,
+            baseline=baseline,
+            window_s=self._cfg.window_s,
+            explained=explained,
         )
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
@@ -583,12 +592,17 @@ class Agent:
         if self._excursions is not None:
             for area in dict.fromkeys(f.area for f in facts):
                 excursions.extend(self._excursions(area))
+        explained: list[ExplainedChange] = []
+        if self._explained is not None:
+            for area in dict.fromkeys(f.area for f in facts):
+                explained.extend(self._explained(area))
         narration = await self._narrator.answer(
             request.question,
             facts,
             excursions=excursions,
             known_names=self._names,
             key=f"ask:{id(request)}",
+            explained=explained,
         )
         if narration is None:  # dropped from a full backlog
             self._reply_error(request, "busy")

@@ -51,6 +51,19 @@ class Wording(Protocol):
     ) -> tuple[str, str]: ...
     def jump(self, label: str, rising: bool, frm: Number, now: Number) -> tuple[str, str]: ...
     def usual(self, label: str, now: Number, above: bool, trend: int) -> tuple[str, str]: ...
+    def explained(
+        self,
+        label: str,
+        metric: str,
+        frm: Number | None,
+        to: Number,
+        at: Number,
+        cause: str | None,
+        state: str | None,
+    ) -> tuple[str, str]: ...
+    def explained_headline(
+        self, label: str, metric: str, frm: Number | None, to: Number, at: Number
+    ) -> str: ...
     def stale(self, device: str, since: Number) -> tuple[str, str]: ...
     def battery(self, device: str, value: Number) -> tuple[str, str]: ...
     def since(self, subject: str, state: str, since: Number) -> tuple[str, str]: ...
@@ -59,6 +72,12 @@ class Wording(Protocol):
     ) -> tuple[str, str]: ...
     def steady(self, subject: str, state: str) -> tuple[str, str]: ...
     def in_area(self, area: str, sentence: str) -> str: ...
+
+
+def _switched(frm: Number, to: Number) -> bool:
+    """Whether a light level went from (nearly) dark to lit, or back: a light on or off."""
+    low, high = sorted((frm.value, to.value))
+    return high > 0 and low <= 0.1 * high
 
 
 class English:
@@ -126,6 +145,46 @@ class English:
             f"{label} {now.text}, well {side} usual",
             f"{cap(label)} is {now.text}, well {side} usual{self._trend(trend)}.",
         )
+
+    def explained(
+        self,
+        label: str,
+        metric: str,
+        frm: Number | None,
+        to: Number,
+        at: Number,
+        cause: str | None,
+        state: str | None,
+    ) -> tuple[str, str]:
+        # The numbers come before "when": the cause's words must not claim them (grounding).
+        # No cause is said when the series explains itself (a lamp's own step).
+        if cause is None:
+            why = ""
+        elif not state:
+            why = f" when the {cause} changed"
+        elif state in ("on", "off"):
+            why = f" when {cause} turned {state}"
+        else:
+            why = f" when {cause} became {state}"
+        if frm is None:
+            note = f"{label} reached {to.text} at {at.text}{why}"
+        elif metric == "illuminance" and _switched(frm, to):
+            verb = "came on" if to.value > frm.value else "went off"
+            span = f"from {frm.text} to {to.text}"
+            note = f"the light {verb} at {at.text}, {span}{',' if why else ''}{why}"
+        else:
+            verb = "rose" if to.value >= frm.value else "fell"
+            note = f"{label} {verb} from {frm.text} to {to.text} at {at.text}{why}"
+        return note, f"{cap(note)}."
+
+    def explained_headline(
+        self, label: str, metric: str, frm: Number | None, to: Number, at: Number
+    ) -> str:
+        if frm is None:
+            return f"{label} {to.text} at {at.text}"
+        if metric == "illuminance" and _switched(frm, to):
+            return f"light {'on' if to.value > frm.value else 'off'} at {at.text}"
+        return f"{label} {'rose' if to.value >= frm.value else 'fell'} at {at.text}"
 
     def stale(self, device: str, since: Number) -> tuple[str, str]:
         return (
@@ -225,6 +284,37 @@ class French:
             f"{label} {now.text}, {side} de l'habitude",
             f"{self._art(label)} est de {now.text}, {side} de l'habitude{self._trend(trend)}.",
         )
+
+    def explained(
+        self,
+        label: str,
+        metric: str,
+        frm: Number | None,
+        to: Number,
+        at: Number,
+        cause: str | None,
+        state: str | None,
+    ) -> tuple[str, str]:
+        # "l'état de X est passé à": agrees whatever the gender of X.
+        if cause is None:
+            why = ""
+        elif state:
+            why = f", quand l'état de {cause} est passé à {state}"
+        else:
+            why = f", quand {self._art(cause)[:1].lower()}{self._art(cause)[1:]} a changé"
+        if frm is None:
+            note = f"{label} a atteint {to.text} à {at.text}{why}"
+            return note, f"{self._art(label)} a atteint {to.text} à {at.text}{why}."
+        verb = "a augmenté" if to.value >= frm.value else "a baissé"
+        note = f"{label} {verb} de {frm.text} à {to.text} à {at.text}{why}"
+        return note, f"{self._art(label)} {verb} de {frm.text} à {to.text} à {at.text}{why}."
+
+    def explained_headline(
+        self, label: str, metric: str, frm: Number | None, to: Number, at: Number
+    ) -> str:
+        if frm is None:
+            return f"{label} {to.text} à {at.text}"
+        return f"{label} {'en hausse' if to.value >= frm.value else 'en baisse'} à {at.text}"
 
     def stale(self, device: str, since: Number) -> tuple[str, str]:
         return (
