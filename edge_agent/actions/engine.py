@@ -37,8 +37,8 @@ from edge_agent.actions.types import NO_ACTION, ActionEvent, ActionEventType, Co
 from edge_agent.domain import Anomaly, MetricFacts, Window
 from edge_agent.errors import EdgeAgentError, GenerationError
 from edge_agent.llm.base import Generation, GenerationRequest, Generator
-from edge_agent.narrate import Prompt
 from edge_agent.narrator import fit_request
+from edge_agent.prompts import Prompt
 from edge_agent.results import record
 from edge_agent.settings import ActionSpec
 from edge_agent.templates import render

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from edge_agent.actions.types import NO_ACTION
 from edge_agent.domain import Anomaly, MetricFacts
-from edge_agent.narrate import Prompt, PromptFormat, describe_fact
+from edge_agent.prompts import Prompt, PromptFormat, describe_fact
 from edge_agent.settings import ActionSpec, Condition, EnumParam, IntParam
 
 PROMPT_VERSION = "actions-v2"
