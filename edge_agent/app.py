@@ -19,6 +19,7 @@ from edge_agent.alerts import Alerts
 from edge_agent.alertstate import AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.connection import tls_options
+from edge_agent.domain import Topics
 from edge_agent.errors import ModelError, ServiceFailedError, StartupError, TransportError
 from edge_agent.facts import WindowStore
 from edge_agent.ha.discovery import discovery_messages
@@ -34,7 +35,7 @@ from edge_agent.preflight import model_problems, startup_problems
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
 from edge_agent.results import results_context
 from edge_agent.semantics import Naming
-from edge_agent.service import Agent, AgentConfig, Route, Topics
+from edge_agent.service import Agent, AgentConfig, Route
 from edge_agent.settings import ModelSettings, Settings, read_api_key, read_password
 from edge_agent.status import StatusReporter
 from edge_agent.transport.base import Message
@@ -77,7 +78,7 @@ def build_transport(settings: Settings, extra_subscriptions: tuple[str, ...] = (
             port=mqtt.port,
             client_id=mqtt.effective_client_id,
             keepalive_s=mqtt.keepalive_s,
-            availability_topic=mqtt.topic("availability"),
+            availability_topic=topics(settings).availability,
             subscriptions=(
                 *(s.topic for s in settings.sensors.subscriptions),
                 *extra_subscriptions,
@@ -183,7 +184,7 @@ def build_alerts(settings: Settings, detector: AnomalyDetector, now: float) -> A
     return Alerts(
         detector.excursions,
         NotificationLimiter(limits, silenced=[s for s in saved.silenced if s in ids]),
-        topic=settings.mqtt.topic("alert"),
+        topic=topics(settings).alert,
         state_file=state_file,
         areas=configured_areas(settings.sensors.subscriptions),
     )
@@ -200,15 +201,8 @@ def number_guard(model_dir: Path) -> NumberGuard | None:
 
 
 def topics(settings: Settings) -> Topics:
-    """Our own topics from the mqtt section."""
-    mqtt = settings.mqtt
-    return Topics(
-        summary=mqtt.topic("summary"),
-        deadletter=mqtt.topic("deadletter"),
-        anomaly=mqtt.topic("anomaly"),
-        ask=mqtt.topic("ask"),
-        answer=mqtt.topic("answer"),
-    )
+    """Our own topics, under ``<base_topic>/<node_id>``."""
+    return Topics.under(f"{settings.mqtt.base_topic}/{settings.mqtt.node_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +236,10 @@ def assemble(
         model_id=generator.model_id,
         area_names=settings.summary.area_names,
     )
-    approve, reject = mqtt.topic("action/approve"), mqtt.topic("action/reject")
+    ours = topics(settings)
+    approve, reject = ours.action_approve, ours.action_reject
     acting = any(a.mode != "off" for a in settings.actions.allow)
-    extra = (topics(settings).ask,) + ((node.status_topic,) if ha.enabled else ())
+    extra = (ours.ask,) + ((node.status_topic,) if ha.enabled else ())
     extra += (approve, reject) if acting else ()
     transport = build_transport(settings, extra)
     worker = InferenceWorker(generator, settings.summary.max_backlog)
@@ -265,7 +260,7 @@ def assemble(
         generator=generator,
         submit=worker.submit,
         publish=transport.publish,
-        event_topic=mqtt.topic("action/event"),
+        event_topic=ours.action_event,
         deadline_s=settings.summary.deadline_s,
         clock=clock,
     )
@@ -274,7 +269,7 @@ def assemble(
     agent = build_agent(settings, transport, worker, clock, handlers, actions)
     status = StatusReporter(
         transport.publish,
-        mqtt.topic("status"),
+        ours.status,
         settings.summary.status_interval_s,
         model=generator.model_id,
         agent=agent,

@@ -18,6 +18,56 @@ OFFLINE = "offline"
 
 
 @dataclass(frozen=True, slots=True)
+class Topics:
+    """Our own topics, all under ``<base>/<node_id>/``: spelled once (:meth:`under`) and
+    shared by the app, the agent, the actions and the status reporter."""
+
+    summary: str
+    deadletter: str
+    anomaly: str
+    ask: str
+    answer: str
+    status: str = ""
+    availability: str = ""
+    alert: str = ""
+    action_event: str = ""
+    action_approve: str = ""
+    action_reject: str = ""
+
+    @classmethod
+    def under(cls, root: str) -> Topics:
+        """Every topic of ours below ``root`` (``<base_topic>/<node_id>``)."""
+        if not root or any(c in root for c in "+#") or "//" in root or root.endswith("/"):
+            raise ValueError(f"{root!r} is not a topic root: no wildcards or empty levels")
+
+        def at(leaf: str) -> str:
+            return f"{root}/{leaf}"
+
+        return cls(
+            summary=at("summary"),
+            deadletter=at("deadletter"),
+            anomaly=at("anomaly"),
+            ask=at("ask"),
+            answer=at("answer"),
+            status=at("status"),
+            availability=at("availability"),
+            alert=at("alert"),
+            action_event=at("action/event"),
+            action_approve=at("action/approve"),
+            action_reject=at("action/reject"),
+        )
+
+    @property
+    def stream(self) -> str:
+        """Where tokens stream while a summary is generated."""
+        return f"{self.summary}/stream"
+
+    def area_summary(self, area: str) -> str:
+        """The retained summary of one area."""
+        return f"{self.summary}/{area}"
+
+
+@dataclass(frozen=True, slots=True)
 class SensorEvent:
     """One reading of one metric of one device, normalised from any payload shape."""
 

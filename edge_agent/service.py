@@ -27,6 +27,7 @@ from edge_agent.domain import (
     ExplainedChange,
     MetricFacts,
     Summary,
+    Topics,
     Window,
 )
 from edge_agent.errors import PayloadError
@@ -60,26 +61,6 @@ class Route:
     ) -> Route:
         """Resolve an adapter name and its per-subscription options from config."""
         return cls(topic_filter, build_source(topic_filter, adapter, area, options))
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """Our own topics, all under ``<base>/<node_id>/``."""
-
-    summary: str
-    deadletter: str
-    anomaly: str
-    ask: str
-    answer: str
-
-    @property
-    def stream(self) -> str:
-        """Where tokens stream while a summary is generated."""
-        return f"{self.summary}/stream"
-
-    def area_summary(self, area: str) -> str:
-        """The retained summary of one area."""
-        return f"{self.summary}/{area}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +453,7 @@ class Agent:
             log.info,
             "summary_published",
             area=area,
+            facts=len(summary.facts),
             findings=len(narration.findings),
             severity=severity,
             outcome="fallback" if narration.fallback else "grounded",

@@ -17,11 +17,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from edge_agent.anomalies import AnomalyDetector
-from edge_agent.domain import AskRequest, Excursion
+from edge_agent.domain import AskRequest, Excursion, Topics
 from edge_agent.facts import WindowStore
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.narrator import Narrator, NarratorConfig
-from edge_agent.service import Agent, AgentConfig, Route, Topics
+from edge_agent.service import Agent, AgentConfig, Route
 from edge_agent.transport.base import Message
 from edge_agent.worker import InferenceWorker
 
