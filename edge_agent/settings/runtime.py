@@ -80,6 +80,26 @@ class ModelSettings(Section):
         "context. Sizes the KV cache the runtime keeps in RAM (Gemma 2 2B: about 0.2 MB "
         "per token), so raise it only for long prompts.",
     )
+    draft: bool = Field(
+        True,
+        description="Prompt-lookup drafting: guess the next tokens from earlier text (the "
+        "prompt's names, numbers and phrases) and verify them in one forward pass. Greedy "
+        "output is unchanged token for token; sampling decodes without it. Needs a folder "
+        "exported with --verify-positions above 1.",
+    )
+    draft_max_tokens: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Most drafted tokens per forward pass; 0 = the folder's verify "
+        "positions minus one.",
+    )
+    draft_ngram_min: int = Field(
+        1, ge=1, le=8, description="Shortest tail (in tokens) looked up to draft from."
+    )
+    draft_ngram_max: int = Field(
+        3, ge=1, le=8, description="Longest tail (in tokens) looked up to draft from."
+    )
 
 
 class HomeAssistantSettings(Section):
