@@ -44,8 +44,12 @@ def k4_folder(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def pair(k4_folder: Path) -> tuple[OnnxGenerator, OnnxGenerator]:
-    """(plain, drafting) generators over the same K=4 folder."""
-    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False))
+    """(plain, drafting) generators over the same K=4 folder.
+
+    Plain decodes one token per pass; ``pairs`` makes its passes two rows long (the
+    second unused), the kernel every verifying pass uses.
+    """
+    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False, pairs=True))
     drafting = OnnxGenerator.load(k4_folder)
     assert (plain.draft_limit, drafting.draft_limit) == (0, 3)
     return plain, drafting
@@ -175,7 +179,7 @@ def test_sampling_decodes_without_drafts_and_as_before(
 
 def test_the_plain_engine_drafts_identically_too(k4_folder: Path) -> None:
     # session.run without IOBinding: rejected drafts are cut off the returned cache.
-    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False))
+    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False, pairs=True))
     drafting = OnnxGenerator.load(k4_folder, io_binding=False)
     for user in PROMPTS:
         request = GenerationRequest(plain.render(user), 32)

@@ -76,7 +76,7 @@ def set_kv_float16(model: onnx.ModelProto, folder: Path) -> None:
             name = node.input[index]
             if name not in half:
                 if name in tables:
-                    array = numpy_helper.to_array(tables[name], base_dir=str(folder))
+                    array = _read_float(tables[name], folder)
                     converted = f"{name}/fp16"
                     graph.initializer.append(
                         numpy_helper.from_array(array.astype(np.float16), converted)
@@ -114,6 +114,22 @@ def set_kv_float16(model: onnx.ModelProto, folder: Path) -> None:
     for value in [*graph.input, *graph.output]:
         if value.name.startswith(("past_key_values.", "present.")):
             value.type.tensor_type.elem_type = TensorProto.FLOAT16
+
+
+def _read_float(tensor: onnx.TensorProto, folder: Path) -> np.ndarray:
+    """A float32 constant, inline or in external data.
+
+    Read directly rather than through onnx, whose reader refuses a hard-linked data
+    file (``retarget_folder`` links the weights instead of copying them).
+    """
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    offset, length = int(info.get("offset", 0)), int(info["length"])
+    with (folder / info["location"]).open("rb") as fh:
+        fh.seek(offset)
+        raw = fh.read(length)
+    return np.frombuffer(raw, dtype=np.float32).reshape(tuple(tensor.dims))
 
 
 def apply_options(folder: Path, *, verify_positions: int = 1, kv_dtype: str = "float32") -> None:

@@ -23,6 +23,9 @@ class DraftConfig:
     """Most drafted tokens per forward pass; capped by the folder's verify positions - 1."""
     ngram_min: int = 1
     ngram_max: int = 3
+    pairs: bool = False
+    """With drafting off: still decode in passes of two positions (the second unused), so
+    greedy text is the same as with drafting on (see ``OnnxGenerator``); costs a row."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0 or not 1 <= self.ngram_min <= self.ngram_max:

@@ -90,6 +90,12 @@ class OnnxGenerator:
         self._draft_limit = min(cap, rows - 1) if rows else cap
         if not self._draft.enabled:
             self._draft_limit = 0
+        # onnxruntime's int8-activation MatMulNBits computes a one-row pass with another
+        # kernel than a multi-row one, and their logits differ by a few tenths: greedy
+        # text would then depend on which positions were verified in a batch. With a
+        # folder that verifies, greedy passes therefore always carry two positions or
+        # more, so every position is computed by the same kernel, drafts or not.
+        self._pairs = bool(rows and rows > 1) and (self._draft.enabled or self._draft.pairs)
         self._prefix: PrefixCache | None = None
         self.reused_tokens_total = 0
         """Prompt tokens served from the kept prefix cache instead of prefilled, in total."""
@@ -243,6 +249,7 @@ class OnnxGenerator:
         reused = self._start_from_prefix(prompt, len(prompt) + budget)
         self.reused_tokens_total += reused
         lookup = self._lookup(request, prompt)
+        pairs = self._pairs and _greedy(request)
         step, done = prompt[reused:], reused
         new = picker.generated
         text, reason = "", "max_new_tokens"
@@ -251,11 +258,21 @@ class OnnxGenerator:
         finished = False
         while not finished and budget > 0:
             # Drafts ride along with the step; one pass scores them all.
-            draft = lookup.propose(min(self._draft_limit, budget - len(new) - 1)) if lookup else []
-            if draft:
-                rows = self._engine.forward_rows(step + draft, done)[-len(draft) - 1 :]
-                verify_steps += 1
-                drafted += len(draft)
+            room = min(self._draft_limit, budget - len(new) - 1)
+            draft = lookup.propose(room) if lookup else []
+            pad: list[int] = []
+            if pairs and len(step) + len(draft) == 1:
+                if room > 0 and lookup is not None:
+                    draft = [step[-1]]  # no match: guess a repeat, verified like any draft
+                else:
+                    pad = [step[-1]]  # a second row whose logits are not used
+            if draft or pad:
+                fed = step + draft + pad
+                rows = self._engine.forward_rows(fed, done)[-len(draft) - 1 - len(pad) :]
+                rows = rows[: len(draft) + 1]
+                if draft:
+                    verify_steps += 1
+                    drafted += len(draft)
             else:
                 rows = self._engine.forward(step, done)[None, :]
             if done == reused:
@@ -291,7 +308,7 @@ class OnnxGenerator:
             accepted += kept
             # The accepted drafts' positions are valid; the rejected ones are dropped.
             done += kept
-            if kept < len(draft):
+            if kept < len(draft) or pad:
                 self._engine.rewind(done)
             step = [new[-1]] if new else []
             if lookup is not None:
@@ -329,8 +346,7 @@ class OnnxGenerator:
         a verified draft reproduces exactly. Sampling would need the speculative
         acceptance rule to keep its distribution; it decodes plainly instead.
         """
-        sampling = request.sampling
-        if self._draft_limit <= 0 or not (sampling.temperature == 0.0 or sampling.top_k == 1):
+        if self._draft_limit <= 0 or not _greedy(request):
             return None
         return PromptLookup(
             prompt, ngram_min=self._draft.ngram_min, ngram_max=self._draft.ngram_max
@@ -378,6 +394,11 @@ class OnnxGenerator:
             # At load time a failing forward pass means a broken folder, not a bad request.
             raise ModelError(f"the model loads but cannot generate: {exc}") from exc
         log.info("model_warmed_up", latency_s=round(result.latency_s, 4))
+
+
+def _greedy(request: GenerationRequest) -> bool:
+    sampling = request.sampling
+    return sampling.temperature == 0.0 or sampling.top_k == 1
 
 
 def _read_manifest(model_dir: Path, *, check: bool) -> Manifest:
