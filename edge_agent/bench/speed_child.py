@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("ours-draft", "ours-plain", "llama.cpp", "llama.cpp-lookup", "onnxruntime-genai")
+ENGINES = (
+    "ours-draft",
+    "ours-plain",
+    "ours-pairs",
+    "llama.cpp",
+    "llama.cpp-lookup",
+    "onnxruntime-genai",
+)
 LOOKUP_TOKENS = 4
 """llama.cpp's drafted tokens per step (the issue measured 4 and 10; 4 was faster)."""
 SKIPPED_EXIT = 3
@@ -30,14 +37,16 @@ class PeerMissing(Exception):
     """A peer's package or model file is not available."""
 
 
-def _ours(model: Path, threads: int, work: dict[str, Any], *, draft: bool) -> list[dict[str, Any]]:
+def _ours(model: Path, threads: int, work: dict[str, Any], *, mode: str) -> list[dict[str, Any]]:
+    """``ours-draft``: drafting on; ``ours-plain``: off, one row per pass (the runtime
+    before drafting, the speed reference); ``ours-pairs``: off, two rows per pass (the
+    kernel drafting uses: the identical-text reference)."""
     from edge_agent.llm.base import GenerationRequest
     from edge_agent.llm.draft import DraftConfig
     from edge_agent.llm.runtime import OnnxGenerator
 
-    generator = OnnxGenerator.load(
-        model, threads=threads, verify=False, draft=DraftConfig(enabled=draft)
-    )
+    config = DraftConfig(enabled=mode == "ours-draft", pairs=mode == "ours-pairs")
+    generator = OnnxGenerator.load(model, threads=threads, verify=False, draft=config)
 
     def once(case: dict[str, Any]) -> dict[str, Any]:
         request = GenerationRequest(
@@ -190,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # stdout carries the result line; keep the runtime's info lines off it.
             configure_logging(level="warning", fmt="json")
-            runs = _ours(args.model, args.threads, work, draft=args.engine == "ours-draft")
+            runs = _ours(args.model, args.threads, work, mode=args.engine)
         elif args.engine.startswith("llama.cpp"):
             runs = _llamacpp(args.model, args.threads, work, lookup=args.engine.endswith("lookup"))
         else:

@@ -32,6 +32,7 @@ def speed(args: argparse.Namespace) -> int:
     contenders = [
         Contender("ours-draft", args.model, ours),
         Contender("ours-plain", args.model, ours),
+        Contender("ours-pairs", args.model, ours),
     ]
     with tempfile.TemporaryDirectory(prefix="edge-agent-genai-") as tmp:
         if not args.no_peers:
