@@ -185,3 +185,41 @@ def test_the_plain_engine_drafts_identically_too(k4_folder: Path) -> None:
         request = GenerationRequest(plain.render(user), 32)
         assert drafting.generate(request).text == plain.generate(request).text
     assert drafting.last_times is not None
+
+
+def test_a_pass_returns_one_row_per_fed_token_up_to_the_verify_positions(k4_folder: Path) -> None:
+    generator = OnnxGenerator.load(k4_folder)
+    engine = generator._engine  # the rows contract is the engine's
+    ids = generator.encode(generator.render(PROMPTS[1]))
+    engine.reserve(len(ids) + 8, keep=0)
+    assert engine.forward_rows(ids, 0).shape[0] == 4  # a prefill: the last K rows
+    for fed in (1, 2, 3, 4):
+        assert engine.forward_rows(ids[:fed], len(ids)).shape[0] == fed
+
+
+def test_the_retarget_cli_writes_a_verified_folder_with_fp16_kv(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnx")
+    from tests.support.agent import run_cli
+
+    out = tmp_path / "fp16"
+    done = run_cli(
+        "model", "retarget", str(tiny_model.int4_dir), "--out", str(out),
+        "--verify-positions", "3", "--kv-dtype", "float16",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(out)
+    manifest = Manifest.from_dir(out)
+    assert (manifest.verify_positions, manifest.kv_dtype) == (3, "float16")
+    assert run_cli("model", "verify", str(out)).returncode == 0
+    # The KV cache is float16 and drafting still reproduces two-row plain decoding.
+    plain = OnnxGenerator.load(out, draft=DraftConfig(enabled=False, pairs=True))
+    drafting = OnnxGenerator.load(out)
+    assert drafting._layout.dtype == np.float16
+    for user in PROMPTS:
+        request = GenerationRequest(plain.render(user), 24)
+        assert drafting.generate(request).text == plain.generate(request).text
+    refused = run_cli("model", "retarget", str(out), "--out", str(tmp_path / "again"))
+    assert refused.returncode == 1
+    assert "float16 KV cache" in refused.stderr

@@ -173,7 +173,9 @@ def retarget_folder(
             target.hardlink_to(source / name)
         except OSError:
             shutil.copyfile(source / name, target)
-    apply_options(out, verify_positions=verify_positions, kv_dtype=kv_dtype)
+    # A float16 folder's graph already has its casts; only the head changes then.
+    convert = kv_dtype if manifest.kv_dtype == "float32" else "float32"
+    apply_options(out, verify_positions=verify_positions, kv_dtype=convert)
     for leftover in (out / STAMP_NAME, out / MANIFEST_NAME):
         leftover.unlink(missing_ok=True)
     return write_manifest(
