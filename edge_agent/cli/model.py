@@ -352,6 +352,12 @@ def _info(args: argparse.Namespace) -> int:
         f"  context:  {manifest.context_length} tokens, {manifest.num_layers} layers, "
         f"{manifest.num_kv_heads} kv heads x {manifest.head_dim}"
     )
+    drafting = (
+        f"verifies {manifest.verify_positions} positions per pass (drafting)"
+        if manifest.verify_positions > 1
+        else "head on the last position (no drafting)"
+    )
+    print(f"  graph:    {manifest.graph or 'unknown'}, {drafting}, {manifest.kv_dtype} KV cache")
     head = f", head {quant.head_bits}-bit" if quant.head_bits else ""
     if quant.head_int8_rows:
         head += f", head rows < {quant.head_int8_rows} 8-bit"
