@@ -33,6 +33,8 @@ from edge_agent.llm.stream import IncrementalText, StopScanner
 log = structlog.get_logger(__name__)
 
 _WARMUP_TOKENS = 2
+# Prompt positions per prefill pass (see ``generate``).
+_PREFILL_CHUNK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,13 @@ class OnnxGenerator:
         lookup = self._lookup(request, prompt)
         pairs = self._pairs and _greedy(request)
         step, done = prompt[reused:], reused
+        # A long prompt is prefilled in chunks: one pass over 2,000 positions holds
+        # attention scores and MLP activations for all of them at once (about 0.8 GB
+        # on Gemma 2 2B), which would set the process's peak memory.
+        while len(step) > _PREFILL_CHUNK + 1:
+            self._engine.forward_rows(step[:_PREFILL_CHUNK], done)
+            step, done = step[_PREFILL_CHUNK:], done + _PREFILL_CHUNK
+        first = True
         new = picker.generated
         text, reason = "", "max_new_tokens"
         prefilled_at = started
@@ -275,7 +284,8 @@ class OnnxGenerator:
                     drafted += len(draft)
             else:
                 rows = self._engine.forward(step, done)[None, :]
-            if done == reused:
+            if first:
+                first = False
                 prefilled_at = time.monotonic()
                 if request.prefix_chars > 0:
                     self._keep_prefix(request, prompt)
