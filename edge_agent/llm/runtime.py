@@ -254,7 +254,7 @@ class OnnxGenerator:
         pairs = self._pairs and _greedy(request)
         step, done = prompt[reused:], reused
         # A long prompt is prefilled in chunks: one pass over 2,000 positions holds
-        # attention scores and MLP activations for all of them at once (about 0.8 GB
+        # attention scores and MLP activations for all of them at once (about 0.5 GB
         # on Gemma 2 2B), which would set the process's peak memory.
         while len(step) > _PREFILL_CHUNK + 1:
             self._engine.forward_rows(step[:_PREFILL_CHUNK], done)
