@@ -26,6 +26,7 @@ from edge_agent.ha.discovery import discovery_messages
 from edge_agent.ha.publisher import DiscoveryPublisher
 from edge_agent.ha.wiring import build_node, configured_areas
 from edge_agent.llm.base import Generator
+from edge_agent.llm.draft import DraftConfig
 from edge_agent.llm.openai_backend import OpenAIGenerator, OpenAIOptions
 from edge_agent.llm.runtime import OnnxGenerator
 from edge_agent.metrics import LiveSources, Metrics
@@ -66,6 +67,12 @@ def load_generator(model: ModelSettings) -> Generator:
         provider=model.provider,
         verify=model.verify,
         context_tokens=model.context_tokens,
+        draft=DraftConfig(
+            enabled=model.draft,
+            max_tokens=model.draft_max_tokens,
+            ngram_min=model.draft_ngram_min,
+            ngram_max=max(model.draft_ngram_min, model.draft_ngram_max),
+        ),
     )
 
 

@@ -45,6 +45,7 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_actions(bench_sub)
     _add_narration(bench_sub)
     add_alerts_bench(bench_sub)
+    _add_verify(bench_sub)
     bench = bench_sub.add_parser(
         "model",
         help="measure the runtime (and peers) on a model folder",
@@ -379,12 +380,18 @@ def _add_narration(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         action="store_true",
         help="let the model write any number (the service keeps it to the shown ones)",
     )
+    _add_speed_options(narration)
     narration.set_defaults(handler=_narration)
 
 
 def _narration(args: argparse.Namespace) -> int:
     from edge_agent.bench.narration import bench_narration, render
     from edge_agent.logs import configure_logging
+
+    if args.speed:
+        from edge_agent.cli.bench_speed import speed
+
+        return speed(args)
 
     if args.windows < 1:
         raise ConfigError(f"--windows must be at least 1, not {args.windows}")
@@ -412,4 +419,79 @@ def _narration(args: argparse.Namespace) -> int:
         guarded=not args.no_guard,
     )
     print(render(result, show=args.show))
+    return 0
+
+
+def _add_speed_options(narration: argparse.ArgumentParser) -> None:
+    speed = narration.add_argument_group(
+        "--speed",
+        "latency and decode rate of the narration requests with drafting on and off, "
+        "against llama.cpp (plain and prompt lookup) and onnxruntime-genai; each engine "
+        "in its own process, alternating rounds (edge_agent/bench/speed.py)",
+    )
+    speed.add_argument("--speed", action="store_true", help="run the speed comparison")
+    speed.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
+    speed.add_argument(
+        "--speed-windows",
+        type=int,
+        default=3,
+        help="windows of each shape for --speed, each narrated and asked about (3)",
+    )
+    speed.add_argument("--ask-max-new-tokens", type=int, default=64, help="tokens per answer (64)")
+    speed.add_argument("--gguf", type=Path, metavar="FILE", help="the same weights as GGUF")
+    speed.add_argument(
+        "--genai-model",
+        type=Path,
+        metavar="DIR",
+        help="onnxruntime-genai folder (default: ours, head on the last position, with a "
+        "genai_config.json, made in a temporary folder)",
+    )
+    speed.add_argument("--peer-python", default=None, metavar="PYTHON", help="peer venv Python")
+    speed.add_argument("--no-peers", action="store_true", help="only our runtime, on and off")
+    speed.add_argument("--timeout", type=float, default=1800.0, help="per engine, seconds")
+    speed.add_argument("--json", action="store_true", help="last line: one JSON object")
+
+
+def _add_verify(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = bench_sub.add_parser(
+        "verify",
+        help="cost of one forward pass over k tokens against a one-token step (drafting)",
+        description="Time forward passes over k new tokens after a fixed context, for each "
+        "folder, alternating folders and k in every round. A folder exported with "
+        "--verify-positions K scores min(k, K) rows; against a K=1 folder of the same "
+        "weights, the difference is the LM head's cost on those rows.",
+        epilog="example:\n  edge-agent model retarget G2B --out G2B-K8 --verify-positions 8\n"
+        "  edge-agent bench verify --model G2B --model G2B-K8 --tokens 1 2 4 8 --rounds 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument(
+        "--model", type=Path, action="append", required=True, metavar="DIR", help="folder(s)"
+    )
+    verify.add_argument(
+        "--tokens", type=int, nargs="+", default=[1, 2, 4, 8], help="k values (1 2 4 8)"
+    )
+    verify.add_argument("--past", type=int, default=300, help="context before the pass (300)")
+    verify.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
+    verify.add_argument("--repeats", type=int, default=5, help="passes per k per round (5)")
+    verify.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    verify.set_defaults(handler=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edge_agent.bench.verify import measure, render
+    from edge_agent.logs import configure_logging
+
+    if min(args.tokens) < 1 or args.rounds < 1 or args.repeats < 1 or args.past < 1:
+        raise ConfigError("--tokens, --past, --rounds and --repeats must be at least 1")
+    configure_logging("warning", "console")
+    costs = measure(
+        args.model,
+        tuple(args.tokens),
+        past=args.past,
+        rounds=args.rounds,
+        repeats=args.repeats,
+        threads=args.threads,
+    )
+    print(f"threads={args.threads} past={args.past} rounds={args.rounds} repeats={args.repeats}")
+    print(render(costs))
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_agent.cli import model_export
 from edge_agent.errors import ExportError, ModelError
-from edge_agent.export.spec import ROUNDINGS
+from edge_agent.export.spec import DEFAULT_VERIFY_POSITIONS, KV_DTYPES, ROUNDINGS
 from edge_agent.llm.manifest import MANIFEST_NAME, Manifest, check_family, verify
 from edge_agent.logs import configure_logging
 
@@ -139,6 +139,7 @@ def _add_build_commands(model_sub: argparse._SubParsersAction[argparse.ArgumentP
     )
     _add_quant_options(export)
     _add_graph_option(export)
+    _add_run_options(export)
     export.set_defaults(handler=model_export.export)
     prepare = model_sub.add_parser(
         "prepare",
@@ -174,7 +175,23 @@ def _add_build_commands(model_sub: argparse._SubParsersAction[argparse.ArgumentP
     rand.add_argument("--out", type=Path, required=True, metavar="DIR", help="new int4 folder")
     _add_quant_options(rand)
     _add_graph_option(rand)
+    _add_run_options(rand)
     rand.set_defaults(handler=model_export.build_random)
+    retarget = model_sub.add_parser(
+        "retarget",
+        help="copy a fused model folder with other run-time graph options (weights shared)",
+        description="Rewrite a fused folder's graph with other verify positions or KV cache "
+        "type into a new folder; the weights file is hard-linked, not re-exported.",
+        epilog="example:\n"
+        "  edge-agent model retarget OLD_DIR --out NEW_DIR --verify-positions 4\n\n"
+        "Folders exported before --verify-positions existed decode without drafting;\n"
+        "this gives them drafting in seconds.",
+        formatter_class=raw,
+    )
+    retarget.add_argument("dir", type=Path, metavar="DIR", help="the fused model folder")
+    retarget.add_argument("--out", type=Path, required=True, metavar="DIR", help="new folder")
+    _add_run_options(retarget)
+    retarget.set_defaults(handler=model_export.retarget)
     quality = model_sub.add_parser(
         "quality",
         help="top-1 agreement and KL of an int4 folder against its float export",
@@ -203,6 +220,24 @@ def _add_graph_option(parser: argparse.ArgumentParser) -> None:
         default="fused",
         help="fused: written directly with onnxruntime's fused attention/norm ops, about "
         "twice as fast per token (default); optimum: traced from torch (reference)",
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verify-positions",
+        type=int,
+        default=DEFAULT_VERIFY_POSITIONS,
+        metavar="K",
+        help="the LM head scores the last K positions of a forward pass, so the runtime "
+        "can verify K-1 drafted tokens in one pass (prompt-lookup drafting); 1 = last "
+        f"position only (default {DEFAULT_VERIFY_POSITIONS}; fused graph only)",
+    )
+    parser.add_argument(
+        "--kv-dtype",
+        choices=KV_DTYPES,
+        default="float32",
+        help="KV cache element type; float16 halves its memory (fused graph only; default float32)",
     )
 
 
@@ -317,6 +352,12 @@ def _info(args: argparse.Namespace) -> int:
         f"  context:  {manifest.context_length} tokens, {manifest.num_layers} layers, "
         f"{manifest.num_kv_heads} kv heads x {manifest.head_dim}"
     )
+    drafting = (
+        f"verifies {manifest.verify_positions} positions per pass (drafting)"
+        if manifest.verify_positions > 1
+        else "head on the last position (no drafting)"
+    )
+    print(f"  graph:    {manifest.graph or 'unknown'}, {drafting}, {manifest.kv_dtype} KV cache")
     head = f", head {quant.head_bits}-bit" if quant.head_bits else ""
     if quant.head_int8_rows:
         head += f", head rows < {quant.head_int8_rows} 8-bit"

@@ -50,7 +50,13 @@ def export(args: argparse.Namespace) -> int:
 
         source = resolve(args.source, revision=args.revision, dtype=args.dtype)
         result = export_model(
-            source, args.out, quant_spec(args), fp32_dir=args.fp32_out, graph=args.graph
+            source,
+            args.out,
+            quant_spec(args),
+            fp32_dir=args.fp32_out,
+            graph=args.graph,
+            verify_positions=args.verify_positions,
+            kv_dtype=args.kv_dtype,
         )
         if result.fp32_dir is not None:
             print(f"fp32: {result.fp32_dir}")
@@ -88,9 +94,31 @@ def build_random(args: argparse.Namespace) -> int:
     def run() -> Path:
         from edge_agent.export.random_model import build_random as build
 
-        return build(args.shape, args.out, quant_spec(args), graph=args.graph).int4_dir
+        return build(
+            args.shape,
+            args.out,
+            quant_spec(args),
+            graph=args.graph,
+            verify_positions=args.verify_positions,
+            kv_dtype=args.kv_dtype,
+        ).int4_dir
 
     return _run("building the random-weight model", run)
+
+
+def retarget(args: argparse.Namespace) -> int:
+    """``model retarget DIR --out NEW [--verify-positions K] [--kv-dtype float16]``."""
+    _logging()
+
+    def run() -> Path:
+        from edge_agent.export.graph_options import retarget_folder
+
+        retarget_folder(
+            args.dir, args.out, verify_positions=args.verify_positions, kv_dtype=args.kv_dtype
+        )
+        return Path(args.out)
+
+    return _run("retargeting the model folder", run)
 
 
 def quality(args: argparse.Namespace) -> int:

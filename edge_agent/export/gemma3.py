@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 
 from edge_agent.errors import ExportError
-from edge_agent.export.spec import QuantSpec
+from edge_agent.export.spec import DEFAULT_VERIFY_POSITIONS, QuantSpec
 from edge_agent.llm.manifest import MANIFEST_NAME
 
 log = structlog.get_logger(__name__)
@@ -55,6 +55,7 @@ def prepared_dirs(
             "spec": asdict(spec),
             "graph": graph,
             "code": PREPARE_CODE_VERSION,
+            "verify_positions": DEFAULT_VERIFY_POSITIONS,
         },
         sort_keys=True,
     )
@@ -108,7 +109,15 @@ def prepare_gemma3_270m(
             import shutil
 
             shutil.rmtree(stale)
-    export_model(source, int4_dir, spec, fp32_dir=fp32, graph=graph, progress=progress)
+    export_model(
+        source,
+        int4_dir,
+        spec,
+        fp32_dir=fp32,
+        graph=graph,
+        progress=progress,
+        verify_positions=DEFAULT_VERIFY_POSITIONS if graph == "fused" else 1,
+    )
     log.info(
         "prepared_model_built", path=str(int4_dir), build_s=round(time.monotonic() - started, 1)
     )

@@ -15,6 +15,7 @@ from edge_agent.export.calibrate import activation_energy
 from edge_agent.export.folder import ensure_new_folder, write_manifest
 from edge_agent.export.fused import FusedWeights, build_fused_graph, fused_names
 from edge_agent.export.graph import Graph, export_graph, write_float_model
+from edge_agent.export.graph_options import apply_options
 from edge_agent.export.int4 import QuantReport, quantize_folder
 from edge_agent.export.progress import Steps
 from edge_agent.export.sources import ModelSource
@@ -48,9 +49,13 @@ def export_model(
     fp32_dir: Path | None = None,
     graph: str = "fused",
     progress: bool = True,
+    verify_positions: int = 1,
+    kv_dtype: str = "float32",
 ) -> ExportResult:
     """Export ``source`` to an int4 folder at ``out_dir`` (and a float one at ``fp32_dir``).
 
+    ``verify_positions`` and ``kv_dtype`` are the int4 graph's run-time options
+    (``graph_options.py``; fused graphs only); the float reference keeps the defaults.
     Each folder is assembled under a temporary name beside its target and renamed into
     place when complete, so a crash never leaves a folder that looks finished.
     """
@@ -61,7 +66,13 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         result = _export_into(
-            source, staging, spec, graph=graph, keep_fp32=fp32_dir is not None, progress=progress
+            source,
+            staging,
+            spec,
+            graph=graph,
+            keep_fp32=fp32_dir is not None,
+            progress=progress,
+            options=(verify_positions, kv_dtype),
         )
         if fp32_dir is not None:
             _place(staging / "fp32", fp32_dir)
@@ -79,9 +90,13 @@ def _export_into(
     graph: str,
     keep_fp32: bool,
     progress: bool,
+    options: tuple[int, str] = (1, "float32"),
 ) -> tuple[Manifest, QuantReport]:
     if graph not in GRAPHS:
         raise ExportError(f"unknown graph engine {graph!r}; use one of {', '.join(GRAPHS)}")
+    verify_positions, kv_dtype = options
+    if graph != "fused" and options != (1, "float32"):
+        raise ExportError("--verify-positions and --kv-dtype need the fused graph")
     calibrate = spec.rounding == "calibrated"
     steps = Steps((4 if graph == "fused" else 5) + int(calibrate), enabled=progress)
     int8 = source.high_precision if spec.match_source else frozenset()
@@ -120,6 +135,8 @@ def _export_into(
         importance=importance,
         progress=progress,
     )
+    if graph == "fused":
+        apply_options(int4, verify_positions=verify_positions, kv_dtype=kv_dtype)
     steps("writing tokenizer and manifest")
     quant = Quantization(
         "matmul_nbits",
@@ -137,7 +154,10 @@ def _export_into(
     manifest = None
     for folder, q in folders:
         _write_tokenizer(source, folder)
-        written = write_manifest(folder, replace(draft_manifest(source, q), graph=graph))
+        draft = replace(draft_manifest(source, q), graph=graph)
+        if folder == int4:
+            draft = replace(draft, verify_positions=verify_positions, kv_dtype=kv_dtype)
+        written = write_manifest(folder, draft)
         manifest = manifest or written
     if not keep_fp32:
         shutil.rmtree(fp32)

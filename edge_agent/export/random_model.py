@@ -62,10 +62,25 @@ def random_source(shape: str, *, seed: int = 0) -> ModelSource:
 
 
 def build_random(
-    shape: str, out_dir: Path, spec: QuantSpec, *, graph: str = "fused", progress: bool = True
+    shape: str,
+    out_dir: Path,
+    spec: QuantSpec,
+    *,
+    graph: str = "fused",
+    progress: bool = True,
+    verify_positions: int = 1,
+    kv_dtype: str = "float32",
 ) -> ExportResult:
     """Export a random-weight model of ``shape`` to ``out_dir`` through the common path."""
-    return export_model(random_source(shape), out_dir, spec, graph=graph, progress=progress)
+    return export_model(
+        random_source(shape),
+        out_dir,
+        spec,
+        graph=graph,
+        progress=progress,
+        verify_positions=verify_positions,
+        kv_dtype=kv_dtype,
+    )
 
 
 def placeholder_tokenizer(vocab_size: int) -> Tokenizer:

@@ -38,6 +38,20 @@ class DecoderEngine(Protocol):
         """
         ...
 
+    def forward_rows(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """Like ``forward``, but return the rows of the last ``min(len(ids), max_rows)``
+        positions, shape ``[rows, vocab]`` (scratch, as ``forward``'s row)."""
+        ...
+
+    @property
+    def max_rows(self) -> int | None:
+        """Most rows ``forward_rows`` returns (the graph's verify positions); None: any."""
+        ...
+
+    def rewind(self, valid: int) -> None:
+        """Keep only the first ``valid`` positions (drop rejected draft positions)."""
+        ...
+
     def snapshot(self, n: int) -> Past:
         """A private copy of the cache's first ``n`` positions."""
         ...
@@ -71,6 +85,20 @@ class _Steps:
     def reserve(self, positions: int, *, keep: int) -> None:
         """Nothing to size: the cache grows with each step's outputs."""
 
+    @property
+    def max_rows(self) -> int | None:
+        """The graph's scored positions per pass (None: every position)."""
+        return self._layout.logit_rows
+
+    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """The last row of ``forward_rows``."""
+        row: npt.NDArray[np.float32] = self.forward_rows(ids, past_len)[-1]
+        return row
+
+    def forward_rows(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """Implemented by each engine."""
+        raise NotImplementedError
+
 
 def _failed(past_len: int, exc: Exception) -> GenerationError:
     return GenerationError(f"onnxruntime failed at position {past_len}: {exc}")
@@ -87,7 +115,7 @@ class PlainEngine(_Steps):
         """Start from an empty cache."""
         self._past = self._layout.empty_past()
 
-    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+    def forward_rows(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
         """One step with numpy feeds; the grown cache comes back as numpy."""
         feeds = {**self._small_inputs(ids, past_len), **self._past}
         try:
@@ -98,8 +126,12 @@ class PlainEngine(_Steps):
         named = dict(zip(self._layout.output_names, outputs, strict=True))
         to_past = self._layout.present_to_past
         self._past = {to_past[k]: v for k, v in named.items() if k in to_past}
-        row: npt.NDArray[np.float32] = named["logits"][0, -1]
-        return row
+        rows: npt.NDArray[np.float32] = named["logits"][0, -len(ids) :]
+        return rows
+
+    def rewind(self, valid: int) -> None:
+        """Views of the first ``valid`` positions (the graph only reads its past)."""
+        self._past = {k: v[:, :, :valid] for k, v in self._past.items()}
 
     def snapshot(self, n: int) -> Past:
         """Copies of the first ``n`` positions."""
@@ -128,7 +160,7 @@ class BoundGrowingEngine(_Steps):
             k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in self._layout.empty_past().items()
         }
 
-    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+    def forward_rows(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
         """One step; outputs stay in onnxruntime-allocated OrtValues."""
         binding = self._session.io_binding()
         # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
@@ -147,8 +179,12 @@ class BoundGrowingEngine(_Steps):
         to_past = self._layout.present_to_past
         self._past = {to_past[k]: v for k, v in outputs.items() if k in to_past}
         logits: npt.NDArray[np.float32] = outputs["logits"].numpy()
-        row: npt.NDArray[np.float32] = logits[0, -1]
-        return row
+        rows: npt.NDArray[np.float32] = logits[0, -len(ids) :]
+        return rows
+
+    def rewind(self, valid: int) -> None:
+        """Rebind copies of the first ``valid`` positions (rare: a rejected draft)."""
+        self.restore(self.snapshot(valid))
 
     def snapshot(self, n: int) -> Past:
         """Copies of the first ``n`` positions."""
@@ -180,14 +216,15 @@ class SharedBufferEngine(_Steps):
         # restoring it again needs no copy (steps after it only write further on).
         self._resident: Past | None = None
         self._logits: npt.NDArray[np.float32] | None = None
+        # With a known row count (last position only, or the last K), the logits go to
+        # preallocated arrays, one per row count, bound when the count changes.
+        self._rows_out: dict[int, npt.NDArray[np.float32]] = {}
+        self._fixed_rows = layout.logit_rows is not None and bool(layout.vocab_size)
         # The caches are bound first: bound outputs come back in the order of their
         # first binding, and ``forward`` reads the unallocated logits as the last one.
         self._grow(min(context, _FIRST_CAPACITY), keep=0)
-        if layout.last_logits_only and layout.vocab_size:
-            self._logits = np.zeros((1, 1, layout.vocab_size), dtype=np.float32)
-            self._binding.bind_ortvalue_output(
-                "logits", ort.OrtValue.ortvalue_from_numpy(self._logits)
-            )
+        if self._fixed_rows:
+            self._bind_rows(1)
         else:
             self._binding.bind_output("logits", "cpu")
         # Decode steps write their one token here instead of binding a new array.
@@ -234,8 +271,22 @@ class SharedBufferEngine(_Steps):
         """Nothing to clear: the mask length tells the graph how much of the buffer is valid."""
         self._resident = None
 
-    def forward(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
-        """One step; KV appended in place, logits written to the bound array."""
+    def _bind_rows(self, rows: int) -> None:
+        """Bind the preallocated ``[1, rows, vocab]`` logits array (made on first use)."""
+        out = self._rows_out.get(rows)
+        if out is None:
+            assert self._layout.vocab_size is not None
+            out = np.zeros((1, rows, self._layout.vocab_size), dtype=np.float32)
+            self._rows_out[rows] = out
+        self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(out))
+        self._logits = out
+
+    def forward_rows(self, ids: Sequence[int], past_len: int) -> npt.NDArray[np.float32]:
+        """One step; KV appended in place, logits written to the bound array.
+
+        Positions past ``past_len`` from an earlier step (rejected drafts) are simply
+        overwritten: the mask's length is what GroupQueryAttention takes as valid.
+        """
         self._make_room(past_len + len(ids), keep=past_len)
         # Bound numpy inputs are borrowed, not copied: ``feeds`` keeps them alive.
         feeds = self._span(past_len, len(ids))
@@ -250,7 +301,12 @@ class SharedBufferEngine(_Steps):
             self._token_bound = False
         for name, value in feeds.items():
             self._binding.bind_cpu_input(name, value)
-        if self._logits is None:
+        if self._fixed_rows:
+            assert self._layout.logit_rows is not None
+            rows = min(len(ids), self._layout.logit_rows)
+            if self._logits is None or self._logits.shape[1] != rows:
+                self._bind_rows(rows)
+        else:
             # Re-bind each step: a kept output from the last run would be treated as
             # preallocated, and the prefill's [1, n, vocab] cannot take a decode step's.
             self._binding.bind_output("logits", "cpu")
@@ -259,13 +315,20 @@ class SharedBufferEngine(_Steps):
         except Exception as exc:
             raise _failed(past_len, exc) from exc
         logits: npt.NDArray[np.float32]
-        if self._logits is not None:
+        if self._fixed_rows:
+            assert self._logits is not None
             logits = self._logits
         else:
             # Re-binding a name keeps its place: the caches first, logits last.
             logits = self._binding.get_outputs()[-1].numpy()
-        row: npt.NDArray[np.float32] = logits[0, -1]
-        return row
+        rows_out: npt.NDArray[np.float32] = logits[0]
+        return rows_out
+
+    def rewind(self, valid: int) -> None:
+        """Nothing to copy: the next step's mask makes positions from ``valid`` on invalid."""
+        resident = self._resident
+        if resident is not None and valid < next(iter(resident.values())).shape[2]:
+            self._resident = None
 
     def snapshot(self, n: int) -> Past:
         """Copies of the first ``n`` positions of every buffer."""

@@ -70,6 +70,11 @@ class Manifest:
     graph: str | None = None
     """How the graph was made: ``fused`` (contrib ops, written directly) or ``optimum``
     (traced); ``None`` in folders from before the field existed."""
+    verify_positions: int = 1
+    """Positions the LM head scores per forward pass (``export/graph_options.py``): above
+    1, the runtime can verify drafted tokens in one pass. Folders from before: 1."""
+    kv_dtype: str = "float32"
+    """Element type of the KV cache (``float16`` halves its memory)."""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -115,6 +120,8 @@ class Manifest:
                 num_kv_heads=_opt_int(raw.get("num_kv_heads")),
                 head_dim=_opt_int(raw.get("head_dim")),
                 graph=_opt_str(raw.get("graph")),
+                verify_positions=int(raw.get("verify_positions", 1)),
+                kv_dtype=str(raw.get("kv_dtype", "float32")),
                 schema_version=version,
             )
         except ModelError:

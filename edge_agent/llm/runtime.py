@@ -13,6 +13,7 @@ from tokenizers import Tokenizer  # no py.typed
 from edge_agent.errors import ContextOverflowError, GenerationError, ModelError
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.llm.binding import DecoderEngine, make_engine
+from edge_agent.llm.draft import DraftConfig, PromptLookup
 from edge_agent.llm.manifest import Manifest, PromptFormat
 from edge_agent.llm.manifest import verify as verify_folder
 from edge_agent.llm.memory import (
@@ -33,6 +34,8 @@ from edge_agent.llm.stream import IncrementalText, StopScanner
 log = structlog.get_logger(__name__)
 
 _WARMUP_TOKENS = 2
+# Prompt positions per prefill pass (see ``generate``).
+_PREFILL_CHUNK = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +48,13 @@ class StepTimes:
     prefill_s: float
     """From the start of ``generate`` to the first token's logits (includes tokenizing)."""
     decode_tokens: int
-    """Forward passes after the prefill."""
+    """Positions decoded after the prefill (the tokens kept, the last picked one excepted)."""
     decode_s: float
+    verify_steps: int = 0
+    """Forward passes that scored drafted tokens."""
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    """Drafted tokens that greedy decoding produced too (each saved a forward pass)."""
 
 
 class OnnxGenerator:
@@ -65,6 +73,7 @@ class OnnxGenerator:
         io_binding: bool = True,
         context_tokens: int | None = None,
         guard: SpecialTokenGuard | None = None,
+        draft: DraftConfig | None = None,
     ) -> None:
         self._session = session
         self._tokenizer = tokenizer
@@ -78,6 +87,20 @@ class OnnxGenerator:
         )
         self._eos = frozenset(manifest.eos_token_ids)
         self._guard = guard if guard is not None else SpecialTokenGuard.of(tokenizer)
+        self._draft = draft or DraftConfig()
+        rows = self._engine.max_rows
+        # Drafted tokens per pass: the graph scores K positions, one of them the
+        # decoded token itself. A graph that scores every position has no cap of its own.
+        cap = self._draft.max_tokens or (rows - 1 if rows else 0)
+        self._draft_limit = min(cap, rows - 1) if rows else cap
+        if not self._draft.enabled:
+            self._draft_limit = 0
+        # onnxruntime's int8-activation MatMulNBits computes a one-row pass with another
+        # kernel than a multi-row one, and their logits differ by a few tenths: greedy
+        # text would then depend on which positions were verified in a batch. With a
+        # folder that verifies, greedy passes therefore always carry two positions or
+        # more, so every position is computed by the same kernel, drafts or not.
+        self._pairs = bool(rows and rows > 1) and (self._draft.enabled or self._draft.pairs)
         self._prefix: PrefixCache | None = None
         self.reused_tokens_total = 0
         """Prompt tokens served from the kept prefix cache instead of prefilled, in total."""
@@ -95,12 +118,15 @@ class OnnxGenerator:
         log_severity: int = 2,
         io_binding: bool = True,
         context_tokens: int | None = None,
+        draft: DraftConfig | None = None,
     ) -> OnnxGenerator:
         """Verify (optionally), load and warm up the model folder.
 
         ``log_severity`` is onnxruntime's own level (0 verbose .. 4 fatal); its lines
         are re-emitted as ``onnxruntime_log`` events. ``io_binding`` off runs every
-        step through plain ``session.run`` (the reference path, slower).
+        step through plain ``session.run`` (the reference path, slower). ``draft``
+        configures prompt-lookup drafting; it needs a folder exported with verify
+        positions above 1 (or a graph that scores every position) and greedy decoding.
         """
         started = time.monotonic()
         manifest = _read_manifest(model_dir, check=verify)
@@ -133,6 +159,7 @@ class OnnxGenerator:
             layout,
             io_binding=io_binding,
             context_tokens=context_tokens,
+            draft=draft,
         )
         generator._warm_up()
         release_freed_heap()
@@ -145,10 +172,16 @@ class OnnxGenerator:
             kv_cache="shared_buffer" if shared and io_binding else "growing",
             io_binding=io_binding,
             verified=verify,
+            draft_tokens=generator.draft_limit,
             weight_pages_dropped_mb=round(dropped / 2**20),
             load_s=round(time.monotonic() - started, 3),
         )
         return generator
+
+    @property
+    def draft_limit(self) -> int:
+        """Most drafted tokens verified per forward pass (0: drafting off or impossible)."""
+        return self._draft_limit
 
     @property
     def model_id(self) -> str:
@@ -239,45 +272,95 @@ class OnnxGenerator:
         detokenizer = IncrementalText(self.decode)
         reused = self._start_from_prefix(prompt, len(prompt) + budget)
         self.reused_tokens_total += reused
+        lookup = self._lookup(request, prompt)
+        pairs = self._pairs and _greedy(request)
         step, done = prompt[reused:], reused
+        # A long prompt is prefilled in chunks: one pass over 2,000 positions holds
+        # attention scores and MLP activations for all of them at once (about 0.5 GB
+        # on Gemma 2 2B), which would set the process's peak memory.
+        while len(step) > _PREFILL_CHUNK + 1:
+            self._engine.forward_rows(step[:_PREFILL_CHUNK], done)
+            step, done = step[_PREFILL_CHUNK:], done + _PREFILL_CHUNK
+        first = True
         new = picker.generated
         text, reason = "", "max_new_tokens"
         prefilled_at = started
-        while budget > 0:
-            logits = self._engine.forward(step, done)
-            if done == reused:
+        verify_steps = drafted = accepted = 0
+        finished = False
+        while not finished and budget > 0:
+            # Drafts ride along with the step; one pass scores them all.
+            room = min(self._draft_limit, budget - len(new) - 1)
+            draft = lookup.propose(room) if lookup else []
+            pad: list[int] = []
+            if pairs and len(step) + len(draft) == 1:
+                if room > 0 and lookup is not None:
+                    draft = [step[-1]]  # no match: guess a repeat, verified like any draft
+                else:
+                    pad = [step[-1]]  # a second row whose logits are not used
+            if draft or pad:
+                fed = step + draft + pad
+                rows = self._engine.forward_rows(fed, done)[-len(draft) - 1 - len(pad) :]
+                rows = rows[: len(draft) + 1]
+                if draft:
+                    verify_steps += 1
+                    drafted += len(draft)
+            else:
+                rows = self._engine.forward(step, done)[None, :]
+            if first:
+                first = False
                 prefilled_at = time.monotonic()
                 if request.prefix_chars > 0:
                     self._keep_prefix(request, prompt)
             done += len(step)
-            token = picker.pick(logits)
-            if token in self._eos:
-                new.pop()
-                reason = "eos"
-                break
-            text, stopped = scanner.update(detokenizer.text(new))
-            if stopped:
-                reason = "stop"
-                break
-            if len(new) >= budget:
-                break
-            if request.deadline_s is not None and time.monotonic() - started >= request.deadline_s:
-                reason = "deadline"
-                break
-            if request.cancelled is not None and request.cancelled():
-                reason = "cancelled"
-                break
-            step = [token]
+            kept = 0
+            for i in range(len(rows)):
+                # Row i saw the step and draft[:i], all of which greedy decoding chose:
+                # picking from it is exactly the plain decoding step, hook included.
+                token = picker.pick(rows[i])
+                if token in self._eos:
+                    new.pop()
+                    reason, finished = "eos", True
+                    break
+                text, stopped = scanner.update(detokenizer.text(new))
+                if stopped:
+                    reason, finished = "stop", True
+                    break
+                if len(new) >= budget:
+                    finished = True
+                    break
+                if (
+                    request.deadline_s is not None
+                    and time.monotonic() - started >= request.deadline_s
+                ):
+                    reason, finished = "deadline", True
+                    break
+                if request.cancelled is not None and request.cancelled():
+                    reason, finished = "cancelled", True
+                    break
+                if i == len(draft) or token != draft[i]:
+                    break
+                kept += 1
+            accepted += kept
+            # The accepted drafts' positions are valid; the rejected ones are dropped.
+            done += kept
+            if kept < len(draft) or pad:
+                self._engine.rewind(done)
+            step = [new[-1]] if new else []
+            if lookup is not None:
+                lookup.extend(new[len(lookup.tokens) - len(prompt) :])
         if reason != "stop":
             scanner.finish(text)
-        finished = time.monotonic()
-        latency = finished - started
+        finished_at = time.monotonic()
+        latency = finished_at - started
         self.last_times = StepTimes(
             prefilled_tokens=len(prompt) - reused,
             reused_tokens=reused,
             prefill_s=prefilled_at - started,
             decode_tokens=max(done - len(prompt), 0),
-            decode_s=finished - prefilled_at,
+            decode_s=finished_at - prefilled_at,
+            verify_steps=verify_steps,
+            drafted_tokens=drafted,
+            accepted_tokens=accepted,
         )
         log.debug(
             "generation_finished",
@@ -285,9 +368,24 @@ class OnnxGenerator:
             reused_tokens=reused,
             new_tokens=len(new),
             stop_reason=reason,
+            drafted_tokens=drafted,
+            accepted_tokens=accepted,
             latency_s=round(latency, 4),
         )
         return Generation(text, len(prompt), len(new), reason, latency)
+
+    def _lookup(self, request: GenerationRequest, prompt: list[int]) -> PromptLookup | None:
+        """The n-gram index for drafting, or None when this request decodes plainly.
+
+        Only greedy decoding drafts: its output is the argmax at every position, which
+        a verified draft reproduces exactly. Sampling would need the speculative
+        acceptance rule to keep its distribution; it decodes plainly instead.
+        """
+        if self._draft_limit <= 0 or not _greedy(request):
+            return None
+        return PromptLookup(
+            prompt, ngram_min=self._draft.ngram_min, ngram_max=self._draft.ngram_max
+        )
 
     def _start_from_prefix(self, prompt: list[int], positions: int) -> int:
         """Size the cache for ``positions``; load the kept prefix if the prompt starts with it.
@@ -331,6 +429,11 @@ class OnnxGenerator:
             # At load time a failing forward pass means a broken folder, not a bad request.
             raise ModelError(f"the model loads but cannot generate: {exc}") from exc
         log.info("model_warmed_up", latency_s=round(result.latency_s, 4))
+
+
+def _greedy(request: GenerationRequest) -> bool:
+    sampling = request.sampling
+    return sampling.temperature == 0.0 or sampling.top_k == 1
 
 
 def _read_manifest(model_dir: Path, *, check: bool) -> Manifest:

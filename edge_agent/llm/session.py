@@ -22,6 +22,8 @@ log = structlog.get_logger(__name__)
 
 _PAST_PREFIX = "past_key_values."
 _PRESENT_PREFIX = "present."
+# The logits' row dim of a graph exported with verify positions > 1 (graph_options.py).
+_VERIFY_ROWS = "verify_rows"
 _DTYPES: dict[str, type[np.floating[Any]]] = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -114,6 +116,9 @@ class KvLayout:
     last_logits_only: bool = False
     """The graph emits logits for the last position only (shape ``[batch, 1, vocab]``)."""
     vocab_size: int | None = None
+    logit_rows: int | None = None
+    """Positions the graph scores per forward pass, counted from the last: 1 (last only),
+    K (a graph exported with verify positions K), or None (every position)."""
 
     @classmethod
     def from_session(
@@ -147,9 +152,17 @@ class KvLayout:
             raise ModelError(f"unsupported KV cache type {first.type} in model.onnx")
         logits_shape = next(o.shape for o in session.get_outputs() if o.name == "logits")
         vocab = logits_shape[-1] if len(logits_shape) == 3 else None
+        last_only = len(logits_shape) == 3 and logits_shape[1] == 1
+        rows: int | None = None
+        if last_only:
+            rows = 1
+        elif len(logits_shape) == 3 and logits_shape[1] == _VERIFY_ROWS:
+            # A manifest that does not say K leaves the rows unknown (bound per step).
+            rows = manifest.verify_positions if manifest.verify_positions > 1 else None
         return cls(
             shared_buffer=shared_buffer,
-            last_logits_only=len(logits_shape) == 3 and logits_shape[1] == 1,
+            last_logits_only=last_only,
+            logit_rows=rows,
             vocab_size=vocab if isinstance(vocab, int) else None,
             past_names=past,
             present_to_past=mapping,

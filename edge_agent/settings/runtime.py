@@ -134,6 +134,27 @@ class ModelSettings(Section):
         "summary.deadline_s); none while the server is known to be down.",
     )
 
+    draft: bool = Field(
+        True,
+        description="Prompt-lookup drafting: guess the next tokens from earlier text (the "
+        "prompt's names, numbers and phrases) and verify them in one forward pass. Greedy "
+        "output is unchanged token for token; sampling decodes without it. Needs a folder "
+        "exported with --verify-positions above 1.",
+    )
+    draft_max_tokens: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Most drafted tokens per forward pass; 0 = the folder's verify "
+        "positions minus one.",
+    )
+    draft_ngram_min: int = Field(
+        1, ge=1, le=8, description="Shortest tail (in tokens) looked up to draft from."
+    )
+    draft_ngram_max: int = Field(
+        3, ge=1, le=8, description="Longest tail (in tokens) looked up to draft from."
+    )
+
     @model_validator(mode="after")
     def _check_backend(self) -> ModelSettings:
         if self.backend == "openai" and not (self.base_url and self.name):

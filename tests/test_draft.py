@@ -1,0 +1,45 @@
+"""Prompt-lookup drafting: the n-gram index proposes what followed the tail before (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.llm.draft import DraftConfig, PromptLookup
+
+
+def test_the_longest_match_wins_and_its_continuation_is_proposed() -> None:
+    # "7 8" occurs twice; with its preceding 1 only once (followed by 9 10).
+    lookup = PromptLookup([1, 7, 8, 9, 10, 2, 7, 8, 11, 12, 1, 7, 8])
+    assert lookup.propose(2) == [9, 10]
+    # Without 3-grams, the bigram "7 8" matches its latest occurrence (then 11 12).
+    bigrams = PromptLookup([1, 7, 8, 9, 10, 2, 7, 8, 11, 12, 1, 7, 8], ngram_max=2)
+    assert bigrams.propose(2) == [11, 12]
+
+
+def test_no_match_and_no_room_propose_nothing() -> None:
+    assert PromptLookup([1, 2, 3]).propose(4) == []
+    assert PromptLookup([1, 2, 1]).propose(0) == []
+    # The tail alone is not a match of itself.
+    assert PromptLookup([5]).propose(3) == []
+
+
+def test_extend_indexes_new_tokens_and_the_limit_caps_the_draft() -> None:
+    lookup = PromptLookup([4, 5, 6, 7, 8], ngram_min=2)
+    assert lookup.propose(3) == []
+    lookup.extend([4, 5])
+    assert lookup.propose(3) == [6, 7, 8]
+    assert lookup.propose(1) == [6]
+    assert lookup.tokens == [4, 5, 6, 7, 8, 4, 5]
+
+
+def test_a_repeating_run_is_copied_on_through_the_draft() -> None:
+    # The latest match of the tail ends right before it: the draft continues the period.
+    assert PromptLookup([1, 2, 3, 1, 2, 3, 1, 2]).propose(5) == [3, 1, 2, 3, 1]
+    assert PromptLookup([9, 9]).propose(3) == [9, 9, 9]
+
+
+def test_n_gram_sizes_are_checked() -> None:
+    with pytest.raises(ValueError, match="ngram_min"):
+        DraftConfig(ngram_min=3, ngram_max=2)
+    with pytest.raises(ValueError, match="max_tokens"):
+        DraftConfig(max_tokens=-1)
