@@ -19,6 +19,11 @@ from statistics import median
 
 from edge_agent.domain import MetricFacts, SensorEvent
 
+BASELINE_S = 3600.0
+"""Default seconds of readings kept per series for baselines; the settings use it too."""
+STALE_MIN_S = 60.0
+"""Default shortest silence that can make a sensor stale; the settings use it too."""
+
 _GAP_SAMPLES = 15
 """Recent gaps kept per series for its usual interval; odd, so the median is a real gap."""
 
@@ -225,9 +230,9 @@ class WindowStore:
         window_s: float,
         max_points_per_series: int = 10_000,
         *,
-        baseline_s: float | None = None,
+        baseline_s: float | None = BASELINE_S,
         stale_factor: float = 3.0,
-        stale_min_s: float = 0.0,
+        stale_min_s: float = STALE_MIN_S,
         stale_min_gaps: int = 3,
         forget_after_s: float = 86_400.0,
         max_changes: int = 20,

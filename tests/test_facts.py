@@ -205,7 +205,7 @@ def test_shorter_window_over_a_longer_baseline() -> None:
 
 def test_running_sums_match_a_rescan_after_many_evictions() -> None:
     rng = random.Random(7)
-    store = WindowStore(window_s=100)
+    store = WindowStore(window_s=100, baseline_s=None)  # the horizon is the window
     values = [1000 + rng.gauss(0, 5) for _ in range(5000)]
     store.add_all([_reading(v, float(t)) for t, v in enumerate(values)])
     probe = _reading(0.0, 5000.0)

@@ -7,8 +7,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edge_agent.anomalies import DEFAULT_THRESHOLDS
 from edge_agent.errors import ConfigError
 from edge_agent.explain import DEFAULT_EXPLAINED_BY, DEFAULT_LEVEL_STEPS
+from edge_agent.facts import BASELINE_S, STALE_MIN_S
 from edge_agent.ingest import SourceOptions, compile_path
 from edge_agent.settings.base import Section
 
@@ -148,7 +150,7 @@ class FactsSettings(Section):
     """How windows are kept and when a sensor counts as stale (keywords of WindowStore)."""
 
     baseline_s: float = Field(
-        3600.0,
+        BASELINE_S,
         gt=0,
         description="Seconds of readings kept per series for anomaly baselines (z-score); "
         "the summary window is the most recent part of it.",
@@ -163,7 +165,9 @@ class FactsSettings(Section):
         "(median of recent gaps) without a reading.",
     )
     stale_min_s: float = Field(
-        60.0, ge=0, description="Never call a sensor stale before this many seconds of silence."
+        STALE_MIN_S,
+        ge=0,
+        description="Never call a sensor stale before this many seconds of silence.",
     )
     stale_min_gaps: int = Field(
         3, ge=1, le=15, description="Gaps seen before a sensor's usual interval is trusted."
@@ -242,7 +246,9 @@ class AnomalySettings(Section):
     """Which readings are anomalies (keywords of AnomalyDetector)."""
 
     thresholds: dict[str, ThresholdBounds] = Field(
-        default_factory=lambda: {"co2": ThresholdBounds(max=1200.0)},
+        default_factory=lambda: {
+            metric: ThresholdBounds(**bounds) for metric, bounds in DEFAULT_THRESHOLDS.items()
+        },
         description="Per metric name, the normal range, e.g. [anomalies.thresholds.co2] "
         "max = 1200.",
     )
