@@ -14,18 +14,12 @@ by (device, metric, kind): an active one is raised again only after ``cooldown_s
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Any
 
 from edge_agent.domain import Anomaly, AnomalyKind, Excursion, ExplainedChange, SensorEvent
 from edge_agent.excursions import ExcursionTracker, Limits
 from edge_agent.explain import DEFAULT_EXPLAINED_BY, ChangeExplainer
 from edge_agent.facts import Baseline, WindowStore
-
-DEFAULT_THRESHOLDS: Mapping[str, Mapping[str, float]] = MappingProxyType(
-    {"co2": MappingProxyType({"max": 1200.0})}
-)
-"""The limits a detector has unless told otherwise; the settings default to the same."""
 
 Key = tuple[str, str, AnomalyKind]
 
@@ -45,7 +39,7 @@ class AnomalyDetector:
     def __init__(
         self,
         *,
-        thresholds: Mapping[str, Mapping[str, Any]] = DEFAULT_THRESHOLDS,
+        thresholds: Mapping[str, Mapping[str, Any]] | None = None,
         jumps: Mapping[str, float] | None = None,
         zscore_k: float = 4.0,
         zscore_min_count: int = 30,
@@ -61,7 +55,7 @@ class AnomalyDetector:
         self.excursions = ExcursionTracker(
             {
                 metric: Limits.from_mapping(bounds, threshold_hysteresis)
-                for metric, bounds in thresholds.items()
+                for metric, bounds in (thresholds or {}).items()
             }
         )
         """Open threshold excursions: ``open_in(area)`` is what summaries read."""

@@ -281,7 +281,11 @@ class Agent:
         self._transport.publish(self._cfg.topics.deadletter, letter.to_payload(), qos=0)
 
     def _spawn(self, coro: Coroutine[Any, Any, object], name: str) -> None:
-        task: asyncio.Task[object] = asyncio.create_task(coro, name=name)
+        try:
+            task: asyncio.Task[object] = asyncio.create_task(coro, name=name)
+        except RuntimeError:  # no running loop: the coroutine must not leak unawaited
+            coro.close()
+            raise
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
