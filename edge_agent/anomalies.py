@@ -18,6 +18,8 @@ from typing import Any
 
 from edge_agent.domain import Anomaly, AnomalyKind, Excursion, ExplainedChange, SensorEvent
 from edge_agent.excursions import ExcursionTracker, Limits
+from edge_agent.excursions import fmt_duration as _duration
+from edge_agent.excursions import fmt_value as _fmt
 from edge_agent.explain import DEFAULT_EXPLAINED_BY, ChangeExplainer
 from edge_agent.facts import Baseline, WindowStore
 
@@ -218,19 +220,3 @@ def _anomaly(
         threshold=threshold,
         z=z,
     )
-
-
-def _fmt(value: float, unit: str | None, *, signed: bool = False) -> str:
-    """Short human number: at most two decimals, no trailing zeros, with the unit."""
-    text = f"{value:+.2f}" if signed else f"{value:.2f}"
-    text = text.rstrip("0").rstrip(".")
-    return f"{text} {unit}" if unit else text
-
-
-def _duration(seconds: float) -> str:
-    """Seconds as a short duration a person reads at a glance."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -243,20 +243,20 @@ def _lifecycle(phase: ExcursionPhase, exc: Excursion, event: SensorEvent) -> Ano
     """The anomaly record of one lifecycle step, with a message a person reads at a glance."""
     value, unit = event.value, event.unit
     name = f"{exc.device} {exc.metric}"
-    limit = _fmt(exc.limit, unit)
+    limit = fmt_value(exc.limit, unit)
     duration = event.ts - exc.started_at
     if phase == "started":
-        msg = f"{name} is {_fmt(value, unit)}, {exc.direction} the {limit} limit"
+        msg = f"{name} is {fmt_value(value, unit)}, {exc.direction} the {limit} limit"
     elif phase == "reminder":
         msg = (
-            f"{name} is still {exc.direction} the {limit} limit: {_fmt(value, unit)} "
-            f"after {_duration(duration)}, peak {_fmt(exc.peak, unit)}"
+            f"{name} is still {exc.direction} the {limit} limit: {fmt_value(value, unit)} "
+            f"after {fmt_duration(duration)}, peak {fmt_value(exc.peak, unit)}"
         )
     else:
         back = "below" if exc.direction == "above" else "above"
         msg = (
-            f"{name} is back {back} the {limit} limit ({_fmt(value, unit)}) after "
-            f"{_duration(duration)}; peak {_fmt(exc.peak, unit)}"
+            f"{name} is back {back} the {limit} limit ({fmt_value(value, unit)}) after "
+            f"{fmt_duration(duration)}; peak {fmt_value(exc.peak, unit)}"
         )
     return Anomaly(
         "threshold",
@@ -275,13 +275,14 @@ def _lifecycle(phase: ExcursionPhase, exc: Excursion, event: SensorEvent) -> Ano
     )
 
 
-def _fmt(value: float, unit: str | None) -> str:
+def fmt_value(value: float, unit: str | None, *, signed: bool = False) -> str:
     """Short human number: at most two decimals, no trailing zeros, with the unit."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    text = f"{value:+.2f}" if signed else f"{value:.2f}"
+    text = text.rstrip("0").rstrip(".")
     return f"{text} {unit}" if unit else text
 
 
-def _duration(seconds: float) -> str:
+def fmt_duration(seconds: float) -> str:
     """Seconds as a short duration a person reads at a glance."""
     if seconds < 120:
         return f"{seconds:.0f} s"

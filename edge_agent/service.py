@@ -15,7 +15,12 @@ from typing import Any, Literal
 import structlog
 
 from edge_agent.actions.engine import ActionsEngine
-from edge_agent.actions.reply_guard import FORBIDDEN_REASON, ReplyRules, forbidden_reply
+from edge_agent.actions.reply_guard import (
+    FORBIDDEN_REASON,
+    ReplyRules,
+    forbidden_reply,
+    topic_matches,
+)
 from edge_agent.alerts import Alerts
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.domain import (
@@ -78,17 +83,6 @@ class AgentConfig:
     home: str = ""
     late_after_s: float = 30.0
     max_clock_skew_s: float = 60.0
-
-
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT wildcard matching (``+`` one level, ``#`` the rest)."""
-    f_parts, t_parts = topic_filter.split("/"), topic.split("/")
-    for i, part in enumerate(f_parts):
-        if part == "#":
-            return True
-        if i >= len(t_parts) or (part != "+" and part != t_parts[i]):
-            return False
-    return len(f_parts) == len(t_parts)
 
 
 class Agent:
