@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from edge_agent.alertstate import AlertState, AlertStateFile
-from edge_agent.domain import SCHEMA_VERSION, Anomaly, Excursion
+from edge_agent.domain import SCHEMA_VERSION, Anomaly, Excursion, Topics
 from edge_agent.excursions import ExcursionTracker
 from edge_agent.ratelimit import NotificationLimiter
 
@@ -34,13 +34,13 @@ class Alerts:
         tracker: ExcursionTracker,
         limiter: NotificationLimiter | None,
         *,
-        topic: str,
+        topics: Topics,
         state_file: AlertStateFile | None = None,
         areas: Iterable[str] = (),
     ) -> None:
         self._tracker = tracker
         self._limiter = limiter
-        self._topic = topic
+        self._topics = topics
         self._file = state_file
         self._areas: dict[str, None] = dict.fromkeys(areas)
         """Areas whose state is published: the configured ones and every one seen open."""
@@ -48,10 +48,6 @@ class Alerts:
             if exc.area is not None:
                 self._areas.setdefault(exc.area)
         self.notifications_total = 0
-
-    def area_topic(self, area: str | None) -> str:
-        """``<base>/alert/<area>``, or ``<base>/alert`` for the whole agent."""
-        return self._topic if area is None else f"{self._topic}/{area}"
 
     def on_anomaly(self, anomaly: Anomaly) -> tuple[Anomaly | None, list[Publish]]:
         """What to publish for ``anomaly`` (None: nothing; ``notify`` False: held back by a
@@ -109,7 +105,7 @@ class Alerts:
             "active": bool(found),
             "open": [_open_dict(e) for e in found],
         }
-        return self.area_topic(area), json.dumps(doc, ensure_ascii=False).encode()
+        return self._topics.area_alert(area), json.dumps(doc, ensure_ascii=False).encode()
 
 
 def _open_dict(exc: Excursion) -> dict[str, Any]:

@@ -25,6 +25,10 @@ from edge_agent.facts import Baseline, WindowStore
 
 Key = tuple[str, str, AnomalyKind]
 
+DEFAULT_THRESHOLDS: Mapping[str, Mapping[str, float]] = {"co2": {"max": 1200.0}}
+"""The normal ranges with no configuration: CO2 above 1,200 ppm (stale indoor air) is an
+alert. ``anomalies.thresholds`` defaults to this; an empty table turns it off."""
+
 
 class AnomalyDetector:
     """Turns readings into :class:`Anomaly` records; keyword names match ``AnomalySettings``.
@@ -57,7 +61,9 @@ class AnomalyDetector:
         self.excursions = ExcursionTracker(
             {
                 metric: Limits.from_mapping(bounds, threshold_hysteresis)
-                for metric, bounds in (thresholds or {}).items()
+                for metric, bounds in (
+                    DEFAULT_THRESHOLDS if thresholds is None else thresholds
+                ).items()
             }
         )
         """Open threshold excursions: ``open_in(area)`` is what summaries read."""

@@ -191,7 +191,7 @@ def build_alerts(settings: Settings, detector: AnomalyDetector, now: float) -> A
     return Alerts(
         detector.excursions,
         NotificationLimiter(limits, silenced=[s for s in saved.silenced if s in ids]),
-        topic=topics(settings).alert,
+        topics=topics(settings),
         state_file=state_file,
         areas=configured_areas(settings.sensors.subscriptions),
     )
@@ -267,7 +267,7 @@ def assemble(
         generator=generator,
         submit=worker.submit,
         publish=transport.publish,
-        event_topic=ours.action_event,
+        topics=ours,
         deadline_s=settings.summary.deadline_s,
         clock=clock,
     )

@@ -33,6 +33,7 @@ class Topics:
     action_event: str = ""
     action_approve: str = ""
     action_reject: str = ""
+    action_pending: str = ""
 
     @classmethod
     def under(cls, root: str) -> Topics:
@@ -55,6 +56,7 @@ class Topics:
             action_event=at("action/event"),
             action_approve=at("action/approve"),
             action_reject=at("action/reject"),
+            action_pending=at("action/pending"),
         )
 
     @property
@@ -65,6 +67,10 @@ class Topics:
     def area_summary(self, area: str) -> str:
         """The retained summary of one area."""
         return f"{self.summary}/{area}"
+
+    def area_alert(self, area: str | None) -> str:
+        """The retained "alert active" state of one area, or of the whole agent."""
+        return self.alert if area is None else f"{self.alert}/{area}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 
 import structlog
@@ -93,6 +93,8 @@ class NarrationStats:
     fallbacks: int = 0
     last_decode_tok_s: float | None = None
     last_error: str | None = None
+    last_error_at: float = 0.0
+    """``time.monotonic()`` when ``last_error`` was set: the status shows the newest error."""
 
 
 class Narrator:
@@ -112,7 +114,11 @@ class Narrator:
         self.names = names or Naming(config.device_names, config.area_names)
         """Display names; the ingest teaches it the names devices announce."""
         self._rules = FindingRules(limits=config.limits, language=config.language, tz=config.tz)
-        self.stats = NarrationStats()
+        self._stats = NarrationStats()
+
+    def counters(self) -> NarrationStats:
+        """A copy of the counters the status topic publishes."""
+        return replace(self._stats)
 
     @property
     def generator(self) -> Generator:
@@ -264,8 +270,8 @@ class Narrator:
         try:
             result = await self._worker.submit(key, request, priority=answer)
         except GenerationError as exc:
-            self.stats.last_error = str(exc)
-            self.stats.fallbacks += 1
+            self._stats.last_error, self._stats.last_error_at = str(exc), time.monotonic()
+            self._stats.fallbacks += 1
             log.error("generation_failed", key=key, error=str(exc))
             return Narration(
                 fallback,
@@ -277,7 +283,7 @@ class Narrator:
         if result is None:
             return None
         if result.latency_s > 0:
-            self.stats.last_decode_tok_s = result.new_tokens / result.latency_s
+            self._stats.last_decode_tok_s = result.new_tokens / result.latency_s
         text, reason = judge(
             result.text,
             result.stop_reason,
@@ -288,18 +294,18 @@ class Narrator:
             question=question,
         )
         if reason:
-            self.stats.fallbacks += 1
+            self._stats.fallbacks += 1
             # The rejected text is what an operator needs to judge the model or the check.
             log.info(
                 "narration_fallback",
                 key=key,
                 reason=reason,
                 rejected=result.text.strip()[:_REJECTED_LOG_CHARS],
-                fallbacks=self.stats.fallbacks,
+                fallbacks=self._stats.fallbacks,
             )
             text = fallback
         else:
-            self.stats.grounded += 1
+            self._stats.grounded += 1
         return Narration(
             text=text,
             findings=shown,

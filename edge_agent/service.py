@@ -120,6 +120,8 @@ class Agent:
         self._explained = explained
         """Level changes of an area that a state change explained (findings, not anomalies)."""
         self._tasks: set[asyncio.Task[object]] = set()
+        self._task_error: tuple[float, str] | None = None
+        """(monotonic time, repr) of the last narration task that died of a bug."""
         self._last_anomaly_summary: dict[str | None, float] = {}
         self._names = store.names
         self._timing = TimePolicy(
@@ -159,8 +161,11 @@ class Agent:
     @property
     def narrator_stats(self) -> tuple[int, int, float | None, str | None]:
         """(grounded, fallbacks, last decode tok/s, last error) for the status topic."""
-        st = self._narrator.stats
-        return st.grounded, st.fallbacks, st.last_decode_tok_s, st.last_error
+        st = self._narrator.counters()
+        error = st.last_error
+        if self._task_error is not None and self._task_error[0] >= st.last_error_at:
+            error = self._task_error[1]  # the newer of a failed task and a failed narration
+        return st.grounded, st.fallbacks, st.last_decode_tok_s, error
 
     # --- intake -------------------------------------------------------------------
 
@@ -287,7 +292,7 @@ class Agent:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # A bug in one narration must not go unnoticed, nor stop the agent.
-            self._narrator.stats.last_error = repr(task.exception())
+            self._task_error = (time.monotonic(), repr(task.exception()))
             log.error("task_failed", task=task.get_name(), exc_info=task.exception())
 
     # --- triggers -----------------------------------------------------------------

@@ -13,6 +13,7 @@ from edge_agent.actions.dfa import DEAD, Dfa, compile_grammar
 from edge_agent.actions.grammar import build_grammar
 from edge_agent.actions.vocab import TokenTable
 from edge_agent.actions.wiring import action_constraint, build_constraint, build_engine
+from edge_agent.domain import Topics
 from edge_agent.export.tiny import TinyModel
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.settings import ActionsSettings
@@ -129,7 +130,7 @@ def test_the_engine_warms_its_masks_when_built(tiny_model: TinyModel, tmp_path: 
             generator=ScriptedGenerator(),
             submit=_no_generation,
             publish=lambda _topic, _payload, *, retain=False: None,
-            event_topic="t/action/event",
+            topics=Topics.under("t"),
             deadline_s=10,
         )
         assert engine is not None

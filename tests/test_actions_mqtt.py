@@ -26,7 +26,7 @@ from edge_agent.actions.prompt import PROMPT_VERSION
 from edge_agent.actions.wiring import action_constraint, build_engine
 from edge_agent.app import build_agent, build_transport
 from edge_agent.cli.actions import add_actions_commands
-from edge_agent.domain import MetricFacts, Window
+from edge_agent.domain import MetricFacts, Topics, Window
 from edge_agent.export.tiny import TinyModel
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.settings import Settings
@@ -123,7 +123,7 @@ class Rig:
             generator=self.generator,
             submit=worker.submit,
             publish=transport.publish,
-            event_topic=f"{self.base}/action/event",
+            topics=Topics.under(self.base),
             deadline_s=30,
             clock=self.clock,
         )

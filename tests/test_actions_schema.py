@@ -14,7 +14,7 @@ from edge_agent.actions.grammar import build_grammar
 from edge_agent.actions.policy import History, Policy
 from edge_agent.actions.schema import proposal_schema
 from edge_agent.actions.wiring import ServerSchemaConstraint, build_engine, schema_constraint
-from edge_agent.domain import MetricFacts, Window
+from edge_agent.domain import MetricFacts, Topics, Window
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.settings import ActionSpec, ActionsSettings
 from tests.test_actions_settings import light
@@ -115,7 +115,7 @@ def test_proposals_go_to_the_server_with_the_schema_and_the_policy_decides(
         generator=Server(honours=True),
         submit=submit,
         publish=publish,
-        event_topic="edge-agent/n/action/event",
+        topics=Topics.under("edge-agent/n"),
         deadline_s=30,
     )
     assert engine is not None

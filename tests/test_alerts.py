@@ -10,7 +10,7 @@ from edge_agent.alerts import Alerts
 from edge_agent.alertstate import AlertState, AlertStateFile
 from edge_agent.anomalies import AnomalyDetector
 from edge_agent.app import build_alerts
-from edge_agent.domain import Anomaly, SensorEvent
+from edge_agent.domain import Anomaly, SensorEvent, Topics
 from edge_agent.facts import WindowStore
 from edge_agent.narrator import Narrator, NarratorConfig
 from edge_agent.ratelimit import NotificationLimiter, RateLimits
@@ -96,7 +96,7 @@ def _agent(
     alerts = Alerts(
         detector.excursions,
         NotificationLimiter(limits),
-        topic="t/alert",
+        topics=Topics.under("t"),
         state_file=AlertStateFile(tmp_path / "alerts.json"),
         areas=("office", "hall"),
     )

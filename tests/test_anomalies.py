@@ -78,7 +78,11 @@ def test_recovery_resolves_the_excursion_so_the_next_one_starts_at_once() -> Non
 def test_without_clear_on_recovery_only_the_cooldown_decides() -> None:
     store = WindowStore(window_s=3600)
     detector = AnomalyDetector(
-        jumps={"co2": 300}, cooldown_s=3600, clear_on_recovery=False, explain_window_s=0
+        thresholds={},
+        jumps={"co2": 300},
+        cooldown_s=3600,
+        clear_on_recovery=False,
+        explain_window_s=0,
     )
     series = [(0, 800), (60, 1200), (120, 1250), (180, 1600), (3700, 1200)]
     raised = _feed(detector, store, [_co2(v, t) for t, v in series])

@@ -20,6 +20,7 @@ from edge_agent.actions.grammar import build_grammar
 from edge_agent.actions.policy import Policy
 from edge_agent.actions.schema import proposal_schema
 from edge_agent.actions.vocab import TokenArrays, TokenTable
+from edge_agent.domain import Topics
 from edge_agent.llm.base import Generation, GenerationRequest, Generator
 from edge_agent.llm.manifest import Manifest
 from edge_agent.settings import ActionSpec, ActionsSettings
@@ -149,7 +150,7 @@ def build_engine(
     generator: Generator,
     submit: Submit,
     publish: Publish,
-    event_topic: str,
+    topics: Topics,
     deadline_s: float,
     clock: Callable[[], float] = time.time,
 ) -> ActionsEngine | None:
@@ -166,13 +167,12 @@ def build_engine(
         warmup = warm_in_background(constraint)
     return ActionsEngine(
         EngineConfig(
-            event_topic=event_topic,
+            event_topic=topics.action_event,
             max_new_tokens=settings.max_new_tokens,
             deadline_s=deadline_s,
             on_anomaly=settings.on_anomaly,
             interval_s=settings.interval_s,
-            # Beside the event topic: <base>/<node_id>/action/pending.
-            pending_topic=event_topic.rsplit("/", 1)[0] + "/pending",
+            pending_topic=topics.action_pending,
             press_min_display_s=settings.press_min_display_s,
         ),
         Policy(

@@ -135,7 +135,7 @@ def _remove(args: argparse.Namespace) -> int:
         sweep=(
             node.device_config_topic,
             f"{prefix}/+/{node.node_id}/+/config",
-            node.topic("#"),
+            f"{node.root}/#",
         ),
         discovery_prefix=prefix,
     )
@@ -148,7 +148,7 @@ def _remove(args: argparse.Namespace) -> int:
     except TransportError as exc:
         print(f"edge-agent: {exc}; check mqtt.host, mqtt.port and the login", file=sys.stderr)
         return 1
-    if result.found.get(node.topic("availability")) == b"online":
+    if result.found.get(node.topics.availability) == b"online":
         print(
             "warning: availability was 'online': if edge-agent is still running it will "
             "publish its discovery again; stop it or set homeassistant.enabled = false",

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from edge_agent.domain import OFFLINE, ONLINE, AnomalyKind, ExcursionPhase
+from edge_agent.domain import OFFLINE, ONLINE, AnomalyKind, ExcursionPhase, Topics
 from edge_agent.semantics import humanize
 
 DiscoveryMode = Literal["device", "component"]
@@ -74,9 +74,20 @@ class HaNode:
         """The display name of ``area`` ("living_room" -> "Living room")."""
         return self.area_names.get(area) or humanize(area)
 
+    @property
+    def root(self) -> str:
+        """``<base_topic>/<node_id>``: every topic of ours is below it."""
+        return f"{self.base_topic}/{self.node_id}"
+
+    @property
+    def topics(self) -> Topics:
+        """Our own topics, spelled as the agent publishes them."""
+        return Topics.under(self.root)
+
     def topic(self, leaf: str) -> str:
-        """Our own topic ``<base_topic>/<node_id>/<leaf>``."""
-        return f"{self.base_topic}/{self.node_id}/{leaf}"
+        """``<base_topic>/<node_id>/<leaf>``: for wildcards and tests; entities use
+        :attr:`topics`."""
+        return f"{self.root}/{leaf}"
 
     @property
     def status_topic(self) -> str:
@@ -126,16 +137,6 @@ def area_slug(area: str) -> str:
     """An object-id-safe slug of an area name; non-ASCII names get a short hash."""
     slug = re.sub(r"[^a-z0-9]+", "_", area.lower()).strip("_")
     return slug or "x" + hashlib.sha1(area.encode()).hexdigest()[:8]
-
-
-def area_summary_leaf(area: str) -> str:
-    """Leaf of the per-area summary topic: ``summary/<area>``, the area as configured."""
-    return f"summary/{area}"
-
-
-def area_alert_leaf(area: str | None) -> str:
-    """Leaf of the retained "alert active" topic: ``alert/<area>``, or ``alert`` for all."""
-    return "alert" if area is None else f"alert/{area}"
 
 
 def _alert_sensor(object_id: str, name: str, topic: str) -> Component:
@@ -203,13 +204,14 @@ def _status_sensor(status_topic: str, key: str, name: str, icon: str, **extra: A
 
 def components(node: HaNode) -> tuple[Component, ...]:
     """Every entity of the device, in a stable order."""
-    found: list[Component] = [_summary_sensor("summary", "Summary", node.topic("summary"))]
+    topics = node.topics
+    found: list[Component] = [_summary_sensor("summary", "Summary", topics.summary)]
     for area in unique_areas(node.areas):
         found.append(
             _summary_sensor(
                 f"summary_{area_slug(area)}",
                 f"{node.area_name(area)} summary",
-                node.topic(area_summary_leaf(area)),
+                topics.area_summary(area),
             )
         )
     found += [
@@ -219,16 +221,16 @@ def components(node: HaNode) -> tuple[Component, ...]:
             {
                 "name": "Anomaly",
                 "icon": "mdi:alert-decagram-outline",
-                "state_topic": node.topic("anomaly"),
+                "state_topic": topics.anomaly,
                 "event_types": list(ANOMALY_EVENT_TYPES),
             },
         ),
-        _alert_sensor("alert", "Alert active", node.topic(area_alert_leaf(None))),
+        _alert_sensor("alert", "Alert active", topics.area_alert(None)),
         *(
             _alert_sensor(
                 f"alert_{area_slug(area)}",
                 f"{area} alert active",
-                node.topic(area_alert_leaf(area)),
+                topics.area_alert(area),
             )
             for area in unique_areas(node.areas)
         ),
@@ -238,7 +240,7 @@ def components(node: HaNode) -> tuple[Component, ...]:
             {
                 "name": "Action",
                 "icon": "mdi:robot-outline",
-                "state_topic": node.topic("action/event"),
+                "state_topic": topics.action_event,
                 "event_types": list(ACTION_EVENT_TYPES),
             },
         ),
@@ -248,7 +250,7 @@ def components(node: HaNode) -> tuple[Component, ...]:
             {
                 "name": "Ask",
                 "icon": "mdi:chat-question-outline",
-                "command_topic": node.topic("ask"),
+                "command_topic": topics.ask,
                 "min": 1,
                 "max": STATE_MAX_CHARS,
                 "mode": "text",
@@ -260,11 +262,11 @@ def components(node: HaNode) -> tuple[Component, ...]:
             {
                 "name": "Answer",
                 "icon": "mdi:chat-processing-outline",
-                "state_topic": node.topic("answer"),
+                "state_topic": topics.answer,
                 # The state holds at most 255 characters: a longer answer is cut with
                 # "…" there, and the attributes keep all of it.
                 "value_template": _ANSWER_TEMPLATE,
-                "json_attributes_topic": node.topic("answer"),
+                "json_attributes_topic": topics.answer,
             },
         ),
         Component(
@@ -273,10 +275,10 @@ def components(node: HaNode) -> tuple[Component, ...]:
             {
                 "name": "Pending action",
                 "icon": "mdi:account-question-outline",
-                "state_topic": node.topic("action/pending"),
+                "state_topic": topics.action_pending,
                 # 'none', the one proposal (action(device, params): reason), or a count.
                 "value_template": f"{{{{ value_json.state[:{STATE_MAX_CHARS}] }}}}",
-                "json_attributes_topic": node.topic("action/pending"),
+                "json_attributes_topic": topics.action_pending,
             },
         ),
         Component(
@@ -285,7 +287,7 @@ def components(node: HaNode) -> tuple[Component, ...]:
             {
                 "name": "Approve action",
                 "icon": "mdi:check-circle-outline",
-                "command_topic": node.topic("action/approve"),
+                "command_topic": topics.action_approve,
                 "payload_press": PAYLOAD_PRESS,
             },
         ),
@@ -295,12 +297,12 @@ def components(node: HaNode) -> tuple[Component, ...]:
             {
                 "name": "Reject action",
                 "icon": "mdi:close-circle-outline",
-                "command_topic": node.topic("action/reject"),
+                "command_topic": topics.action_reject,
                 "payload_press": PAYLOAD_PRESS,
             },
         ),
     ]
-    status = node.topic("status")
+    status = topics.status
     found += [
         _status_sensor(status, "model", "Model", "mdi:brain"),
         _status_sensor(
@@ -363,7 +365,7 @@ def origin_block(node: HaNode) -> dict[str, Any]:
 def availability_block(node: HaNode) -> dict[str, Any]:
     """Availability shared by every entity: our retained ``online``/``offline`` topic."""
     return {
-        "availability_topic": node.topic("availability"),
+        "availability_topic": node.topics.availability,
         "payload_available": ONLINE,
         "payload_not_available": OFFLINE,
     }
@@ -424,12 +426,7 @@ def discovery_topics(node: HaNode) -> tuple[str, ...]:
 
 def retained_state_topics(node: HaNode) -> tuple[str, ...]:
     """Our retained state topics that keep a device 'alive' in Home Assistant."""
-    areas = tuple(node.topic(area_summary_leaf(a)) for a in unique_areas(node.areas))
-    alerts = tuple(node.topic(area_alert_leaf(a)) for a in (None, *unique_areas(node.areas)))
-    return (
-        node.topic("summary"),
-        *areas,
-        *alerts,
-        node.topic("status"),
-        node.topic("availability"),
-    )
+    topics = node.topics
+    areas = tuple(topics.area_summary(a) for a in unique_areas(node.areas))
+    alerts = tuple(topics.area_alert(a) for a in (None, *unique_areas(node.areas)))
+    return (topics.summary, *areas, *alerts, topics.status, topics.availability)

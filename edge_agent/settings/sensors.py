@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edge_agent.anomalies import DEFAULT_THRESHOLDS
 from edge_agent.errors import ConfigError
 from edge_agent.explain import DEFAULT_EXPLAINED_BY, DEFAULT_LEVEL_STEPS
 from edge_agent.facts import BASELINE_S, STALE_MIN_S
@@ -245,7 +246,9 @@ class AnomalySettings(Section):
     """Which readings are anomalies (keywords of AnomalyDetector)."""
 
     thresholds: dict[str, ThresholdBounds] = Field(
-        default_factory=lambda: {"co2": ThresholdBounds(max=1200.0)},
+        default_factory=lambda: {
+            metric: ThresholdBounds(**bounds) for metric, bounds in DEFAULT_THRESHOLDS.items()
+        },
         description="Per metric name, the normal range, e.g. [anomalies.thresholds.co2] "
         "max = 1200.",
     )
