@@ -116,14 +116,17 @@ class Publisher:
     def __init__(self, broker: LocalMosquitto, node: str, total: int, rate: float) -> None:
         self.total, self.rate = total, rate
         self.sent = 0
-        self._infos: list[paho.MQTTMessageInfo] = []
         self._client = _client(broker, f"sensor-{node}")
-        self._acked: set[int] = set()  # mids the broker acknowledged (PUBACK)
-        self._client.on_publish = lambda _c, _u, mid, _rc, _p: self._acked.add(mid)
+        # PUBACKs counted, not a set of message ids: paho's ids wrap at 65,535.
+        self.acked = 0
+        self._client.on_publish = self._on_publish
         # paho keeps QoS 1 messages made while the broker is down (no queue limit by
         # default) and sends them once it is back.
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="seq-publisher", daemon=True)
+
+    def _on_publish(self, _c: paho.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
+        self.acked += 1  # only paho's network thread writes it
 
     def start(self) -> None:
         self._thread.start()
@@ -134,7 +137,7 @@ class Publisher:
             delay = started + n / self.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self._infos.append(self._client.publish(TOPIC, f"seq {n}".encode(), qos=1))
+            self._client.publish(TOPIC, f"seq {n}".encode(), qos=1)
             self.sent = n
 
     def finish(self, timeout: float) -> int:
@@ -143,10 +146,9 @@ class Publisher:
         deadline = time.monotonic() + timeout
         # Not wait_for_publish()/is_published(): they raise for a message made while
         # disconnected (rc NO_CONN), which paho still sends after reconnecting.
-        mids = {info.mid for info in self._infos}
-        while not mids <= self._acked and time.monotonic() < deadline:
+        while self.acked < self.sent and time.monotonic() < deadline:
             time.sleep(0.05)
-        return len(mids & self._acked)
+        return self.acked
 
     def close(self) -> None:
         self._client.loop_stop()

@@ -105,12 +105,15 @@ class _StatePublisher:
     def __init__(self, broker: LocalMosquitto, node: str, total: int, rate: float) -> None:
         self.total, self.rate, self.sent = total, rate, 0
         self.devices = max(1, min(200, int(rate // 5)))  # each device every few seconds
-        self._mids: list[int] = []
-        self._acked: set[int] = set()
+        # A count, not a set of message ids: paho's ids wrap at 65,535.
+        self.acked = 0
         self._client = _client(broker, f"soak-sensors-{node}")
-        self._client.on_publish = lambda _c, _u, mid, _rc, _p: self._acked.add(mid)
+        self._client.on_publish = self._on_publish
         self._client.loop_start()
         self._thread = threading.Thread(target=self._run, name="soak-publisher", daemon=True)
+
+    def _on_publish(self, _c: paho.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
+        self.acked += 1  # only paho's network thread writes it
 
     def start(self) -> None:
         self._thread.start()
@@ -128,20 +131,16 @@ class _StatePublisher:
                 "battery": 90,
                 "linkquality": 100 + n % 50,
             }
-            info = self._client.publish(
-                f"zigbee2mqtt/soak_{device}", json.dumps(state).encode(), qos=1
-            )
-            self._mids.append(info.mid)
+            self._client.publish(f"zigbee2mqtt/soak_{device}", json.dumps(state).encode(), qos=1)
             self.sent = n + 1
 
     def finish(self, timeout: float) -> int:
         """Wait for the last publish and its acknowledgement; the count acknowledged."""
         self._thread.join(timeout)
         deadline = time.monotonic() + timeout
-        mids = set(self._mids)
-        while not mids <= self._acked and time.monotonic() < deadline:
+        while self.acked < self.sent and time.monotonic() < deadline:
             time.sleep(0.05)
-        return len(mids & self._acked)
+        return self.acked
 
     def close(self) -> None:
         self._client.loop_stop()
