@@ -1,0 +1,149 @@
+"""``edge-agent ha remove`` against a real Home Assistant: the device goes, the log stays clean.
+
+A real Home Assistant (the cached venv of ``test_ha_validate``, see
+:mod:`tests.support.hass`) discovers what a running agent leaves retained on the broker:
+its discovery, its state topics (with our codecs' payloads) and the pending-action
+document. Then the real ``edge-agent ha remove`` CLI runs against the same broker, and:
+
+* Home Assistant logs no warning or error from the moment it starts (no "'value_json'
+  is undefined", "Erroneous JSON" or "conflicting MQTT discovery message");
+* the entities and the device are gone from HA's registries and states;
+* nothing of ours stays retained on the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.ha.discovery import (
+    HaNode,
+    component_discovery,
+    components,
+    device_discovery,
+)
+from edge_agent.ha.wiring import build_node
+from edge_agent.settings import load_settings
+from tests.support.broker import Broker, Probe
+from tests.support.hass import HomeAssistant, Snapshot, problems, with_frontend
+from tests.test_ha_e2e import retained, run_ha_cli
+from tests.test_ha_validate import find_python313, ha_venv, samples
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+# Loggers that speak about MQTT discovery and entities: at start-up HA also logs notes
+# about this machine (no ffmpeg, no libturbojpeg, pip skipped) that are not ours.
+OURS = (
+    "[homeassistant.components.mqtt",
+    "[homeassistant.helpers.template",
+    "[homeassistant.helpers.entity",
+)
+
+
+@pytest.fixture(scope="module")
+def hass(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
+    """One real Home Assistant for the module, on the session's broker."""
+    python = find_python313()
+    if python is None:
+        message = "no Python 3.13 interpreter for Home Assistant; set EDGE_AGENT_HA_PYTHON"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    instance = HomeAssistant(
+        with_frontend(ha_venv(python)), tmp_path_factory.mktemp("hass"), broker.host, broker.port
+    )
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.stop()
+
+
+def _config(tmp_path: Path, broker: Broker) -> tuple[Path, HaNode]:
+    node_id = f"rm-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{node_id}.toml"
+    path.write_text(
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nnode_id = "{node_id}"\n'
+        '[[sensors.subscriptions]]\ntopic = "zigbee2mqtt/kitchen/#"\narea = "Kitchen"\n'
+        '[[sensors.subscriptions]]\ntopic = "zigbee2mqtt/living/#"\narea = "Living Room"\n'
+    )
+    s = load_settings(path)
+    node = build_node(
+        s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model, area_names=s.summary.area_names
+    )
+    return path, node
+
+
+def _ours(snap: Snapshot, node: HaNode) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """This node's entities and devices in HA's registries."""
+    entities = [e for e in snap["entities"] if e["unique_id"].startswith(f"{node.node_id}_")]
+    devices = [
+        d for d in snap["devices"] if ["mqtt", f"edge_agent_{node.node_id}"] in d["identifiers"]
+    ]
+    return entities, devices
+
+
+def _leave_behind(probe: Probe, node: HaNode, layout: str) -> None:
+    """What a running agent leaves retained: discovery, states, the pending action."""
+    messages = device_discovery(node) if layout == "device" else component_discovery(node)
+    for message in messages:
+        probe.publish(message.topic, message.to_payload(), retain=True)
+    for topic, payload in samples(node).items():
+        if topic != node.topic("action/event") and topic != node.topic("anomaly"):
+            probe.publish(topic, payload, retain=True)  # events are not retained
+    probe.publish(node.topic("availability"), "online", retain=True)
+
+
+@pytest.mark.parametrize("layout", ["device", "component"])
+def test_ha_remove_takes_the_device_out_of_home_assistant_without_a_logged_error(
+    hass: HomeAssistant, broker: Broker, probe: Probe, tmp_path: Path, layout: str
+) -> None:
+    config, node = _config(tmp_path, broker)
+    _leave_behind(probe, node, layout)
+    expected = {f"{node.node_id}_{c.object_id}" for c in components(node)}
+
+    def discovered(snap: Snapshot) -> bool:
+        entities, devices = _ours(snap, node)
+        return {e["unique_id"] for e in entities} == expected and len(devices) == 1
+
+    snap = hass.wait_until(discovered, timeout_s=120, what="discovered")
+    entities, _ = _ours(snap, node)
+    by_uid = {e["unique_id"]: e["entity_id"] for e in entities}
+    # The retained states reached the entities through HA's templates.
+    hass.wait_until(
+        lambda s: (
+            s["states"].get(by_uid[f"{node.node_id}_summary_kitchen"]) == "Kitchen: kettle on"
+        ),
+        timeout_s=30,
+        what="showing the summary",
+    )
+    before = hass.log_lines()
+    at_discovery = [p for p in problems(before) if any(n in p for n in (*OURS, node.node_id))]
+    assert at_discovery == [], "\n".join(at_discovery)
+
+    result = run_ha_cli("remove", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"removed node '{node.node_id}'" in result.stdout
+
+    snap = hass.wait_until(
+        lambda s: _ours(s, node) == ([], []), timeout_s=60, what="without the device"
+    )
+    assert not set(by_uid.values()) & set(snap["states"])
+    assert not [d for d in snap["discovered"] if node.node_id in d]
+    # Let Home Assistant process anything still in flight before reading its log.
+    time.sleep(3)
+    during = hass.log_lines()[len(before) :]
+    logged = problems(during)
+    assert logged == [], "\n".join(logged)
+    print(json.dumps({"layout": layout, "log_after_remove": during}, indent=1))
+    removed = [e for e in during if "Removing component" in e]
+    assert len(removed) == len(expected), during
+
+    left = retained(broker, node)
+    assert left == {}, f"still retained: {sorted(left)}"
