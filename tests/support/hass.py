@@ -149,7 +149,8 @@ class HomeAssistant:
 
     def snapshot(self, timeout_s: float = 30.0) -> Snapshot:
         """The MQTT entities and devices, every state, and MQTT discovery's bookkeeping."""
-        assert self._proc is not None and self._proc.stdin is not None
+        assert self._proc is not None
+        assert self._proc.stdin is not None
         self._proc.stdin.write('{"cmd": "snapshot"}\n')
         self._proc.stdin.flush()
         return self._answer(timeout_s)
