@@ -92,6 +92,8 @@ def _ours(snap: Snapshot, node: HaNode) -> tuple[list[dict[str, str]], list[dict
 def _leave_behind(probe: Probe, node: HaNode, layout: str) -> None:
     """What a running agent leaves retained: discovery, states, the pending action."""
     messages = device_discovery(node) if layout == "device" else component_discovery(node)
+    if layout == "both":
+        messages = device_discovery(node) + component_discovery(node)
     for message in messages:
         probe.publish(message.topic, message.to_payload(), retain=True)
     for topic, payload in samples(node).items():
@@ -100,7 +102,18 @@ def _leave_behind(probe: Probe, node: HaNode, layout: str) -> None:
     probe.publish(node.topic("availability"), "online", retain=True)
 
 
-@pytest.mark.parametrize("layout", ["device", "component"])
+def _known(entry: str, layout: str) -> bool:
+    """A warning that both layouts retained at once cause, at discovery and at removal.
+
+    Home Assistant lets one topic own an entity; the other layout's message for the same
+    entity is "conflicting" (HA subscribes to per-entity topics first, so after an HA
+    restart those own it). Which one owns is not visible on the broker, so ``ha remove``
+    cannot pick a silent order; the docs say to run it before switching layouts.
+    """
+    return layout == "both" and "conflicting MQTT discovery message" in entry
+
+
+@pytest.mark.parametrize("layout", ["device", "component", "both"])
 def test_ha_remove_takes_the_device_out_of_home_assistant_without_a_logged_error(
     hass: HomeAssistant, broker: Broker, probe: Probe, tmp_path: Path, layout: str
 ) -> None:
@@ -125,7 +138,7 @@ def test_ha_remove_takes_the_device_out_of_home_assistant_without_a_logged_error
     )
     before = hass.log_lines()
     at_discovery = [p for p in problems(before) if any(n in p for n in (*OURS, node.node_id))]
-    assert at_discovery == [], "\n".join(at_discovery)
+    assert [p for p in at_discovery if not _known(p, layout)] == [], "\n".join(at_discovery)
 
     result = run_ha_cli("remove", "-c", str(config))
     assert result.returncode == 0, result.stderr
@@ -139,11 +152,34 @@ def test_ha_remove_takes_the_device_out_of_home_assistant_without_a_logged_error
     # Let Home Assistant process anything still in flight before reading its log.
     time.sleep(3)
     during = hass.log_lines()[len(before) :]
-    logged = problems(during)
+    logged = [p for p in problems(during) if not _known(p, layout)]
     assert logged == [], "\n".join(logged)
     print(json.dumps({"layout": layout, "log_after_remove": during}, indent=1))
     removed = [e for e in during if "Removing component" in e]
     assert len(removed) == len(expected), during
+    if layout == "both":  # one warning per entity at most, and nothing else
+        assert len(problems(during)) <= len(expected), during
 
     left = retained(broker, node)
     assert left == {}, f"still retained: {sorted(left)}"
+
+
+def test_the_harness_sees_the_errors_of_a_removal_in_topic_order(
+    hass: HomeAssistant, broker: Broker, probe: Probe, tmp_path: Path
+) -> None:
+    """The check above is not vacuous: emptying everything at once, in topic sort order
+    (the removal issue #16 found), makes this Home Assistant log the errors it reported."""
+    _, node = _config(tmp_path, broker)
+    _leave_behind(probe, node, "device")
+    n = len(components(node))
+    hass.wait_until(lambda s: len(_ours(s, node)[0]) == n, timeout_s=120, what="discovered")
+    before = len(hass.log_lines())
+    topics = sorted([*retained(broker, node), *(m.topic for m in component_discovery(node))])
+    for topic in topics:
+        probe.publish(topic, b"", retain=True)
+    hass.wait_until(lambda s: _ours(s, node) == ([], []), timeout_s=60, what="without the device")
+    time.sleep(3)
+    logged = "\n".join(problems(hass.log_lines()[before:]))
+    assert "Template variable error: 'value_json' is undefined" in logged, logged
+    assert "Erroneous JSON" in logged, logged
+    assert "conflicting MQTT discovery message for entity button." in logged, logged
