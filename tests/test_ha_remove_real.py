@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.export.tiny import TinyModel
 from edge_agent.ha.discovery import (
     HaNode,
     component_discovery,
@@ -30,6 +32,7 @@ from edge_agent.ha.discovery import (
 )
 from edge_agent.ha.wiring import build_node
 from edge_agent.settings import load_settings
+from tests.support.agent import start_agent, write_config
 from tests.support.broker import Broker, Probe
 from tests.support.hass import HomeAssistant, Snapshot, problems, with_frontend
 from tests.test_ha_e2e import retained, run_ha_cli
@@ -118,6 +121,7 @@ def test_ha_remove_takes_the_device_out_of_home_assistant_without_a_logged_error
     hass: HomeAssistant, broker: Broker, probe: Probe, tmp_path: Path, layout: str
 ) -> None:
     config, node = _config(tmp_path, broker)
+    begin = len(hass.log_lines())  # the module's Home Assistant logged other tests too
     _leave_behind(probe, node, layout)
     expected = {f"{node.node_id}_{c.object_id}" for c in components(node)}
 
@@ -137,7 +141,7 @@ def test_ha_remove_takes_the_device_out_of_home_assistant_without_a_logged_error
         what="showing the summary",
     )
     before = hass.log_lines()
-    at_discovery = [p for p in problems(before) if any(n in p for n in (*OURS, node.node_id))]
+    at_discovery = [p for p in problems(before[begin:]) if any(n in p for n in OURS)]
     assert [p for p in at_discovery if not _known(p, layout)] == [], "\n".join(at_discovery)
 
     result = run_ha_cli("remove", "-c", str(config))
@@ -183,3 +187,61 @@ def test_the_harness_sees_the_errors_of_a_removal_in_topic_order(
     assert "Template variable error: 'value_json' is undefined" in logged, logged
     assert "Erroneous JSON" in logged, logged
     assert "conflicting MQTT discovery message for entity button." in logged, logged
+
+
+def test_what_edge_agent_run_left_behind_is_removed_without_a_logged_error(
+    hass: HomeAssistant, broker: Broker, probe: Probe, tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    """The real service publishes its own discovery and retained states (tiny model),
+    Home Assistant shows them, the service stops, and ``ha remove`` takes it all away."""
+    areas = (
+        '[[sensors.subscriptions]]\ntopic = "zigbee2mqtt/kitchen/#"\narea = "Kitchen"\n'
+        '[[sensors.subscriptions]]\ntopic = "zigbee2mqtt/living/#"\narea = "Living Room"\n'
+    )
+    config, node_id = write_config(
+        tmp_path, broker, tiny_model.int4_dir, extra=areas, interval_s=1.0, max_new_tokens=8
+    )
+    s = load_settings(config)
+    node = build_node(
+        s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model, area_names=s.summary.area_names
+    )
+    assert node.node_id == node_id
+    expected = {f"{node_id}_{c.object_id}" for c in components(node)}
+    probe.subscribe(node.topic("#"))
+    begin = len(hass.log_lines())  # the module's Home Assistant logged other tests too
+    agent = start_agent(config)
+    try:
+        probe.wait_for(node.topic("availability"), lambda p: p == b"online", timeout=120)
+        probe.publish("zigbee2mqtt/kitchen/kettle", json.dumps({"power": 2000, "co2": 650}))
+        probe.publish("zigbee2mqtt/living/sensor", json.dumps({"temperature": 21.5}))
+        probe.wait_for(node.topic("summary"), timeout=120)
+
+        def shown(snap: Snapshot) -> bool:
+            entities, devices = _ours(snap, node)
+            if {e["unique_id"] for e in entities} != expected or len(devices) != 1:
+                return False
+            summary = next(e for e in entities if e["unique_id"] == f"{node_id}_summary")
+            return snap["states"].get(summary["entity_id"]) not in (None, "unknown")
+
+        hass.wait_until(shown, timeout_s=120, what="showing the agent's summary")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+    assert agent.returncode == 0, config.with_suffix(".log").read_text()[-3000:]
+    before = retained(broker, node)
+    assert node.device_config_topic in before
+    assert node.topic("status") in before
+
+    lines = hass.log_lines()
+    start = len(lines)
+    at_discovery = [p for p in problems(lines[begin:]) if any(n in p for n in OURS)]
+    assert at_discovery == [], "\n".join(at_discovery)
+    result = run_ha_cli("remove", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    hass.wait_until(lambda s: _ours(s, node) == ([], []), timeout_s=60, what="without the agent")
+    time.sleep(3)  # let Home Assistant process anything still in flight
+    during = hass.log_lines()[start:]
+    assert problems(during) == [], "\n".join(problems(during))
+    assert len([e for e in during if "Removing component" in e]) == len(expected), during
+    left = retained(broker, node)
+    assert left == {}, f"still retained: {sorted(left)}"
