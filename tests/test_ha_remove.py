@@ -92,12 +92,17 @@ def test_discovery_is_removed_before_the_state_topics_are_cleared(
     # ("conflicting MQTT discovery message" for each per-entity one).
     emptied_discovery = {t for t in empties if t.startswith(f"{node.discovery_prefix}/")}
     assert emptied_discovery == {m.topic for m in discovery}
-    if layout != "component":
-        # The device goes first, before any per-entity topic ("homeassistant/button/..."
-        # sorts before "homeassistant/device/...": the order must not come from sorting).
+    if layout == "device":
+        # The device goes first, before any state ("homeassistant/button/..." sorts
+        # before "homeassistant/device/...": the order must not come from sorting).
         assert empties[0] == node.device_config_topic
-    if layout != "device":
+    else:
         assert any(t.startswith(f"{node.discovery_prefix}/button/") for t in empties)
+    if layout == "both":
+        # Per-entity topics own the entities in Home Assistant then: they go first.
+        per_entity = {m.topic for m in component_discovery(node)}
+        assert set(empties[: len(per_entity)]) == per_entity
+        assert empties[len(per_entity)] == node.device_config_topic
     cleared = [line.removeprefix("cleared ") for line in result.stdout.splitlines()[:-1]]
     assert cleared == [t for t in empties if t in cleared]
 

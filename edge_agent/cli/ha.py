@@ -40,7 +40,9 @@ What it does, in this order (TLS and the login come from the config, as for `run
   4. empties our retained state topics (summary, area summaries, alerts, status,
      availability, pending action) and any other retained message found under them.
 Discovery topics holding nothing are left alone, and no state is emptied while an
-entity still reads it, so Home Assistant logs no template or discovery error.
+entity still reads it, so Home Assistant logs no template or discovery error. (If both
+layouts are retained, the per-entity topics go first: Home Assistant gave them the
+entities.)
 
 Stop the service first (or set homeassistant.enabled = false): a running agent publishes
 its discovery again at start and whenever Home Assistant restarts.

@@ -15,8 +15,9 @@ A discovery topic is emptied only when the sweep found a retained message on it.
 Assistant reads an empty device topic as "remove every entity discovered under this
 node id", whichever topic discovered them: for entities of the per-entity layout that is
 one "conflicting MQTT discovery message" warning each, and with nothing discovered at
-all it is "No device components to cleanup". A wait is skipped when its phase cleared
-nothing retained.
+all it is "No device components to cleanup". When both layouts are retained, the
+per-entity topics go first (see :func:`remove_node`). A wait is skipped when its phase
+cleared nothing retained.
 """
 
 from __future__ import annotations
@@ -108,6 +109,15 @@ def remove_node(
         for topic in sorted(swept):
             if all(topic not in phase for phase in phases):
                 phases[plan.phase_of(topic)].append(topic)
+        if plan.sweep and phases[0] and phases[1]:
+            # Both layouts retained: Home Assistant subscribes to per-entity topics
+            # before device topics, so after its start (and after a switch to the
+            # device layout) those own the entities and the device message was refused
+            # as "conflicting". Emptying the device first would remove each entity
+            # through the wrong topic, one warning each; this way HA logs one line.
+            # (Owned by the device, after a switch the other way and no HA restart,
+            # it is one warning each in this order: the owner is not visible here.)
+            phases[0], phases[1] = phases[1], phases[0]
         cleared: list[str] = []
         for n, topics in enumerate(phases):
             _publish_empty(client, topics, opt.connect_timeout_s)

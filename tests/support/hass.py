@@ -168,6 +168,24 @@ class HomeAssistant:
                 raise AssertionError(f"Home Assistant: not {what} within {timeout_s}s: {snap}")
             time.sleep(0.5)
 
+    def wait_for_log(
+        self,
+        predicate: Callable[[str], bool],
+        *,
+        count: int = 1,
+        since: int = 0,
+        timeout_s: float = 60,
+    ) -> list[str]:
+        """Wait until ``count`` log entries after entry ``since`` satisfy ``predicate``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [e for e in self.log_lines()[since:] if predicate(e)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Home Assistant logged {len(found)} of {count} entries")
+            time.sleep(0.2)
+
     def log_lines(self) -> list[str]:
         """HA's log file, one entry per element (a traceback stays with its line)."""
         if not self.log_file.exists():
