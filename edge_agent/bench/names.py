@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.demo.broker import LocalMosquitto
 from edge_agent.domain import SensorEvent
@@ -36,6 +35,7 @@ from edge_agent.facts import WindowStore
 from edge_agent.llm.base import Generator
 from edge_agent.narrator import Narrator, NarratorConfig
 from edge_agent.prompts import answer_prompt, relevant
+from edge_agent.transport.client_factory import ClientOptions, new_client
 from edge_agent.worker import InferenceWorker
 
 
@@ -62,10 +62,8 @@ def _rss_mib(pid: int) -> float:
 class _Client:
     def __init__(self, port: int) -> None:
         self.inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
-        self.client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"bench-names-{uuid.uuid4().hex[:6]}",
-        )
+        opt = ClientOptions("127.0.0.1", port, f"bench-names-{uuid.uuid4().hex[:6]}", "3.1.1")
+        self.client = new_client(opt, paho.Client, logs=False)
         self.client.max_inflight_messages_set(0)  # unlimited: none wait in paho
         self.client.max_queued_messages_set(0)
         self.client.on_message = lambda _c, _u, msg: self.inbox.put(msg)
@@ -104,10 +102,8 @@ def _publish_names(port: int, count: int, chunk: int = 500) -> None:
     paho's background thread was seen to stall with tens of thousands of publishes
     queued from another thread; looping it here, chunk by chunk, never does.
     """
-    pub = paho.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"bench-names-pub-{uuid.uuid4().hex[:6]}",
-    )
+    opt = ClientOptions("127.0.0.1", port, f"bench-names-pub-{uuid.uuid4().hex[:6]}", "3.1.1")
+    pub = new_client(opt, paho.Client, logs=False)
     pub.max_inflight_messages_set(0)
     pub.connect("127.0.0.1", port)
     try:

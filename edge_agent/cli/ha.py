@@ -31,13 +31,21 @@ REMOVE_EPILOG = """\
 examples:
   systemctl stop edge-agent && edge-agent ha remove -c /etc/edge-agent/config.toml
 
-Publishes empty retained messages on every discovery topic of both layouts, waits
-(--settle-s) for Home Assistant to delete the device, then clears our retained state
-topics (summary, area summaries, status, availability) and any other retained message
-found under them: Home Assistant logs no template or discovery errors. TLS and the login
-come from the config, as for `run`. Stop the
-service first (or set homeassistant.enabled = false): a running agent publishes its
-discovery again at start and whenever Home Assistant restarts.
+What it does, in this order (TLS and the login come from the config, as for `run`):
+  1. collects (--sweep-s) the retained messages on our discovery topics (both layouts)
+     and under our base topic;
+  2. empties the device discovery topic, if it holds one: Home Assistant deletes the
+     device and its entities; then waits --settle-s;
+  3. empties every retained per-entity discovery topic (the older layout); waits again;
+  4. empties our retained state topics (summary, area summaries, alerts, status,
+     availability, pending action) and any other retained message found under them.
+Discovery topics holding nothing are left alone, and no state is emptied while an
+entity still reads it, so Home Assistant logs no template or discovery error. (If both
+layouts are retained, the per-entity topics go first: Home Assistant gave them the
+entities.)
+
+Stop the service first (or set homeassistant.enabled = false): a running agent publishes
+its discovery again at start and whenever Home Assistant restarts.
 
 exit status: 0 removed, 1 config or broker error
 """
@@ -75,15 +83,16 @@ def add_ha_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=1.0,
         metavar="SECONDS",
-        help="how long to collect other retained messages under our topics (default: 1)",
+        help="how long to collect the retained messages on our topics; only discovery "
+        "topics found holding one are emptied (default: 1)",
     )
     remove.add_argument(
         "--settle-s",
         type=float,
         default=1.5,
         metavar="SECONDS",
-        help="wait after removing the discovery before clearing the state topics, so Home "
-        "Assistant has deleted the entities that read them (default: 1.5)",
+        help="wait after each discovery phase (device, then per-entity) before the next, "
+        "so Home Assistant has deleted the entities first (default: 1.5)",
     )
     remove.set_defaults(handler=_remove)
 

@@ -11,7 +11,13 @@ order matters, and it is fixed here, not left to topic sort order:
    still exist, every template reading them logs "'value_json' is undefined" or
    "Erroneous JSON".
 
-A wait is skipped when its phase found nothing retained to take away.
+A discovery topic is emptied only when the sweep found a retained message on it. Home
+Assistant reads an empty device topic as "remove every entity discovered under this
+node id", whichever topic discovered them: for entities of the per-entity layout that is
+one "conflicting MQTT discovery message" warning each, and with nothing discovered at
+all it is "No device components to cleanup". When both layouts are retained, the
+per-entity topics go first (see :func:`remove_node`). A wait is skipped when its phase
+cleared nothing retained.
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ def remove_node(
 ) -> ClearResult:
     """Clear ``plan``'s topics phase by phase, waiting ``settle_s`` between phases.
 
+    With a sweep, discovery topics are cleared only where a retained message was found;
+    without one (``plan.sweep`` empty), every topic of the plan is cleared.
+
     Raises :class:`TransportError` when the broker cannot be reached, refuses us or does
     not acknowledge a publish.
     """
@@ -92,10 +101,23 @@ def remove_node(
             client.unsubscribe(list(plan.sweep))
         with lock:
             swept = dict(found)
-        phases = [[plan.device_discovery], sorted(plan.entity_discovery), list(plan.states)]
+        phases = [
+            [t for t in (plan.device_discovery,) if not plan.sweep or t in swept],
+            sorted(t for t in plan.entity_discovery if not plan.sweep or t in swept),
+            list(plan.states),
+        ]
         for topic in sorted(swept):
             if all(topic not in phase for phase in phases):
                 phases[plan.phase_of(topic)].append(topic)
+        if plan.sweep and phases[0] and phases[1]:
+            # Both layouts retained: Home Assistant subscribes to per-entity topics
+            # before device topics, so after its start (and after a switch to the
+            # device layout) those own the entities and the device message was refused
+            # as "conflicting". Emptying the device first would remove each entity
+            # through the wrong topic, one warning each; this way HA logs one line.
+            # (Owned by the device, after a switch the other way and no HA restart,
+            # it is one warning each in this order: the owner is not visible here.)
+            phases[0], phases[1] = phases[1], phases[0]
         cleared: list[str] = []
         for n, topics in enumerate(phases):
             _publish_empty(client, topics, opt.connect_timeout_s)
