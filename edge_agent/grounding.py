@@ -402,3 +402,21 @@ def _mentions(text: str, name: str) -> bool:
     """Whole-word mention; underscores in ids also match spaces ('living_room')."""
     variants = {name, name.replace("_", " ")}
     return any(re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text) for v in variants)
+
+
+def mentions(text: str, finding: Finding) -> bool:
+    """Whether ``text`` states ``finding``: one of its numbers, or its state word."""
+    written = [(read_number(t.text), t.unit) for t in tokens(text) if t.kind == "num"]
+    for number in finding.numbers:
+        if number.unit == "time" and number.text in text:
+            return True
+        for reading, _ in written:
+            if reading and abs(reading[0] - number.value) <= 0.5 * 10 ** (-reading[1]) + 1e-9:
+                return True
+    if finding.vocabulary is not None and finding.state is not None:
+        lowered = text.lower()
+        for lang in finding.vocabulary.words.values():
+            for word in (*lang.current(finding.state), *lang.event(finding.state)):
+                if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
+                    return True
+    return False

@@ -22,7 +22,7 @@ import structlog
 from edge_agent.domain import Excursion, ExplainedChange, MetricFacts
 from edge_agent.errors import GenerationError
 from edge_agent.findings import Finding, FindingRules, Findings, find
-from edge_agent.grounding import check
+from edge_agent.grounding import check, mentions
 from edge_agent.llm.base import GenerationRequest, Generator
 from edge_agent.numguard import NumberGuard
 from edge_agent.prompts import (
@@ -395,7 +395,8 @@ def reject_reason(
     forbidden: Iterable[str] = (),
     question: str = "",
 ) -> str:
-    """Why ``text`` may not be published ("" when it may): late, empty or ungrounded."""
+    """Why ``text`` may not be published ("" when it may): late, empty, ungrounded, or a
+    summary without its top notable finding."""
     if stop_reason == "deadline":
         return "deadline"
     if not text:
@@ -408,7 +409,13 @@ def reject_reason(
         forbidden=forbidden,
         question=question,
     )
-    return "" if result.ok else f"grounding: {result.reason}"
+    if not result.ok:
+        return f"grounding: {result.reason}"
+    if not question and shown and shown[0].notable and not mentions(text, shown[0]):
+        # True but beside the point: a summary that leaves out what matters most (CO2
+        # over its limit, a door left open) would read as "all is well".
+        return "missed top finding"
+    return ""
 
 
 def narration_request(

@@ -378,7 +378,8 @@ def test_the_digest_publishes_a_whole_home_summary() -> None:
 
 def test_an_area_keeps_its_alert_while_an_excursion_is_open() -> None:
     transport = MemoryTransport()
-    gen = ScriptedGenerator("CO2 is high.", "CO2 is high.")
+    text = "CO2 is 1,100 ppm, above the 1,000 ppm limit."
+    gen = ScriptedGenerator(text, text)
     store = WindowStore(600)
     exc = Excursion("office", "co2", 1000.0, "above", 900.0, 1487.0, 1100.0, "ppm", "office")
     agent, worker = _agent(
@@ -394,7 +395,7 @@ def test_an_area_keeps_its_alert_while_an_excursion_is_open() -> None:
     asyncio.run(scenario())
     (area,) = transport.on("t/summary/office")
     assert area["severity"] == "alert"
-    assert area["text"] == "CO2 is high."
+    assert area["text"] == text
     assert area["title"].startswith("Office: CO2 1,100 ppm (above 1,000 ppm)")
 
 

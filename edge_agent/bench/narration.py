@@ -30,8 +30,8 @@ from pathlib import Path
 from edge_agent.bench.scorer import Row, Window, score
 from edge_agent.domain import Excursion, MetricFacts
 from edge_agent.facts import WindowStore
-from edge_agent.findings import Finding, FindingRules, Findings, find
-from edge_agent.grounding import read_number, tokens
+from edge_agent.findings import FindingRules, Findings, find
+from edge_agent.grounding import mentions
 from edge_agent.ingest import Payload, build_source
 from edge_agent.llm.base import Generator
 from edge_agent.narrator import judge, narration_request, plan_summary
@@ -236,24 +236,6 @@ def real_cases(path: Path, count: int, window_s: float = 900.0) -> list[Case]:
 
 
 # --- running and judging -----------------------------------------------------------------
-
-
-def mentions(text: str, finding: Finding) -> bool:
-    """Whether ``text`` states ``finding``: one of its numbers, or its state word."""
-    written = [(read_number(t.text), t.unit) for t in tokens(text) if t.kind == "num"]
-    for number in finding.numbers:
-        if number.unit == "time" and number.text in text:
-            return True
-        for reading, _ in written:
-            if reading and abs(reading[0] - number.value) <= 0.5 * 10 ** (-reading[1]) + 1e-9:
-                return True
-    if finding.vocabulary is not None and finding.state is not None:
-        lowered = text.lower()
-        for lang in finding.vocabulary.words.values():
-            for word in (*lang.current(finding.state), *lang.event(finding.state)):
-                if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
-                    return True
-    return False
 
 
 _RAW_TITLE = re.compile(r"_|(?<![\w.,])[01](?![\w.,])(?!\s?(?:°|%|ppm|lx|hPa|times))")
