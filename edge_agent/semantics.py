@@ -258,12 +258,15 @@ class Naming:
     area_names: Mapping[str, str] = field(default_factory=dict)
     learned: dict[str, str] = field(default_factory=dict)
     """Names announced by the devices themselves (Home Assistant's ``friendly_name``)."""
+    version: int = 0
+    """Bumped when a learned name changes (caches of display names key on it)."""
 
     def learn(self, device: str, name: str) -> None:
         """Remember a device's own name (config still wins)."""
         clean = " ".join(name.split())[:80]
-        if clean and "_" not in clean:
+        if clean and "_" not in clean and self.learned.get(device) != clean:
             self.learned[device] = clean
+            self.version += 1
 
     def device(self, device: str, area: str | None = None) -> str:
         """The device's display name; a bare hex address becomes "<Area> sensor"."""
@@ -286,3 +289,43 @@ class Naming:
     def names_of(self, device: str, area: str | None) -> tuple[str, ...]:
         """Every way a text may name this device (display name and raw id), lower case."""
         return tuple({self.device(device, area).lower(), device.lower()})
+
+
+_GENERIC_IDS = frozenset({"state", "on"})
+"""Metric ids too generic to select series by (every Home Assistant entity has a state)."""
+
+
+def _metric_words() -> dict[str, frozenset[str]]:
+    """Question word -> the metric ids (and id words) it means: "warm" -> temperature,
+    temp; "door" -> contact, door, window, opening... Single-word ids only: a compound
+    alias (``local_temperature``) is found by its words."""
+    out: dict[str, set[str]] = {}
+
+    def add(word: str, metrics: set[str]) -> None:
+        if " " not in word:
+            out.setdefault(word.lower(), set()).update(
+                m for m in metrics if "_" not in m and m not in _GENERIC_IDS
+            )
+
+    for key, info in LEVELS.items():
+        metrics = {key, *(a for a, k in _LEVEL_ALIASES.items() if k == key)}
+        for word in (*info.synonyms, *info.label.values(), key):
+            add(word, metrics)
+    for vocab, nouns in STATE_NOUNS.items():
+        metrics = {m for m, v in _STATE_METRICS.items() if v == vocab}
+        metrics.update(w for w, v in _STATE_HINTS if v == vocab)
+        states = VOCABULARIES[vocab].words.values()
+        for word in (*nouns, *(x for lang in states for x in (*lang.on, *lang.off))):
+            add(word, metrics)
+    for word in ("battery", "batterie", "pile"):
+        add(word, {"battery"})
+    return {word: frozenset(metrics) for word, metrics in out.items()}
+
+
+_QUESTION_METRICS = _metric_words()
+
+
+def question_metrics(word: str) -> frozenset[str]:
+    """The metric ids a (lower-case) question word means, for finding the series an ask
+    is about before any finding is made; empty for a word that names no metric."""
+    return _QUESTION_METRICS.get(word, frozenset())

@@ -44,6 +44,7 @@ from edge_agent.ingest.timing import TimePolicy
 from edge_agent.narrator import Narrator
 from edge_agent.prompts import PROMPT_VERSION
 from edge_agent.results import record
+from edge_agent.scope import AskScope
 from edge_agent.transport.base import Message, Transport
 
 log = structlog.get_logger(__name__)
@@ -122,6 +123,8 @@ class Agent:
         self._tasks: set[asyncio.Task[object]] = set()
         self._last_anomaly_summary: dict[str | None, float] = {}
         self._names = store.names
+        # An ask takes the series its question names (bounded), not all of them.
+        self._scope = AskScope(store, narrator.names, excursions=excursions, explained=explained)
         self._timing = TimePolicy(
             late_after_s=config.late_after_s,
             max_skew_s=config.max_clock_skew_s,
@@ -360,7 +363,7 @@ class Agent:
         excursions = self._excursions(area) if self._excursions is not None else ()
         explained = self._explained(area) if self._explained is not None else ()
         # The longer window the store keeps for baselines: what "usual" means here.
-        baseline = tuple(f for f in self._store.facts(end, 10 * 86_400.0) if f.area == area)
+        baseline = self._store.area_facts(area, end, 10 * 86_400.0)
         return self._narrator.findings(
             facts,
             excursions=excursions,
@@ -370,6 +373,7 @@ class Agent:
         )
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
+        self._scope.note(anomaly.device, anomaly.metric)  # news for the next asks
         if self._alerts is not None:
             kept, states = self._alerts.on_anomaly(anomaly)
             for topic, payload in states:
@@ -563,26 +567,19 @@ class Agent:
         when a full backlog dropped it, ``expired`` when its message expiry passed first.
         """
         now = self._clock()
-        facts = self._store.facts(now)
         if request.expires_at is not None and self._clock() > request.expires_at:
             log.info("ask_expired", id=request.id, reply_to=request.reply_to)
             self._reply_error(request, "expired")
             return None
-        excursions: list[Excursion] = []
-        if self._excursions is not None:
-            for area in dict.fromkeys(f.area for f in facts):
-                excursions.extend(self._excursions(area))
-        explained: list[ExplainedChange] = []
-        if self._explained is not None:
-            for area in dict.fromkeys(f.area for f in facts):
-                explained.extend(self._explained(area))
+        material = self._scope.material(request.question, now)
+        facts = material.facts
         narration = await self._narrator.answer(
             request.question,
             facts,
-            excursions=excursions,
+            excursions=material.excursions,
             known_names=self._names,
             key=f"ask:{id(request)}",
-            explained=explained,
+            explained=material.explained,
         )
         if narration is None:  # dropped from a full backlog
             self._reply_error(request, "busy")

@@ -221,7 +221,7 @@ class Manifest:
         how = (
             "truncated (a copy or download that stopped early?)"
             if actual < expected
-            else ("larger than recorded")
+            else "larger than recorded"
         )
         return f"{name} is {actual} bytes, manifest says {expected}: {how}"
 
