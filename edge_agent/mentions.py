@@ -22,13 +22,13 @@ class NameIndex:
     __slots__ = ("_forms", "_longest")
 
     def __init__(self, names: Iterable[str]) -> None:
-        self._forms: dict[str, str] = {}
-        """Lower-case form (and its underscores-as-spaces form) -> the name as given."""
+        self._forms: dict[str, list[str]] = {}
+        """Lower-case form (and its underscores-as-spaces form) -> the names as given."""
         for name in names:
             key = name.lower()
             if key:
-                self._forms.setdefault(key, name)
-                self._forms.setdefault(key.replace("_", " "), name)
+                for form in {key, key.replace("_", " ")}:
+                    self._forms.setdefault(form, []).append(name)
         self._longest = max(map(len, self._forms), default=0)
 
     def __len__(self) -> int:
@@ -54,7 +54,7 @@ class NameIndex:
             for j in ends[first:]:
                 if j - i > self._longest:
                     break
-                name = self._forms.get(lowered[i:j])
-                if name is not None and name not in seen:
-                    seen.add(name)
-                    yield name
+                for name in self._forms.get(lowered[i:j], ()):
+                    if name not in seen:
+                        seen.add(name)
+                        yield name
