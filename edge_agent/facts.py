@@ -397,8 +397,9 @@ class WindowStore:
 
     @property
     def areas(self) -> tuple[str | None, ...]:
-        """The areas with series (what a question may name; far fewer than series)."""
-        return tuple(self._areas)
+        """The areas with series, sorted by name and ``None`` (no area) last (they come
+        from the configuration: far fewer than series)."""
+        return tuple(sorted(self._areas, key=lambda a: (a is None, a or "")))
 
     def newest(self, limit: int) -> Iterator[Key]:
         """Up to ``limit`` series, newest reading first; costs ``limit``, not all series."""
@@ -426,9 +427,8 @@ class WindowStore:
     ) -> dict[str | None, tuple[MetricFacts, ...]]:
         """:meth:`facts` grouped by area, areas sorted by name and ``None`` (no area) last."""
         self._prune(now)
-        order = sorted(self._areas, key=lambda a: (a is None, a or ""))
         out = {}
-        for area in order:
+        for area in self.areas:
             facts = self._facts_of(self._areas[area], now, window_s)
             if facts:
                 out[area] = facts

@@ -314,11 +314,24 @@ class Agent:
     async def digest(self, now: float) -> Summary | None:
         """Every area's summary, then the whole-home one on ``summary``: a sentence per
         area with news, or "All quiet" (one area: that area's own summary)."""
-        groups = self._store.facts_by_area(now)
+        groups: dict[str | None, tuple[MetricFacts, ...]] = {}
+        found: dict[str | None, Findings] = {}
+        for area in self._store.areas:
+            # One area per step of the event loop, and its findings (pure, the costly
+            # part) in a thread, made once: intake goes on meanwhile, and no step of the
+            # loop costs more than reading one area's series.
+            facts = self._store.area_facts(area, now)
+            if facts:
+                groups[area] = facts
+                inputs = self._finding_inputs(area, now)
+                found[area] = await asyncio.to_thread(self._narrator.findings, facts, **inputs)
+            await asyncio.sleep(0)
         done = await asyncio.gather(
-            *(self.summarise(area, facts, end=now, home=False) for area, facts in groups.items())
+            *(
+                self.summarise(area, facts, end=now, home=False, found=found[area])
+                for area, facts in groups.items()
+            )
         )
-        found = {area: self._area_findings(area, groups[area], now) for area in groups}
         if not found:
             return None
         published = [s for s in done if s is not None]
@@ -360,17 +373,22 @@ class Agent:
         self, area: str | None, facts: tuple[MetricFacts, ...], end: float
     ) -> Findings:
         """One area's findings, with its open excursions and its baseline window."""
+        return self._narrator.findings(facts, **self._finding_inputs(area, end))
+
+    def _finding_inputs(self, area: str | None, end: float) -> dict[str, Any]:
+        """What an area's findings are made from besides its facts: open excursions,
+        explained changes and the baseline window. Read on the event loop: the detector
+        and the store belong to it (findings themselves are pure)."""
         excursions = self._excursions(area) if self._excursions is not None else ()
         explained = self._explained(area) if self._explained is not None else ()
         # The longer window the store keeps for baselines: what "usual" means here.
         baseline = self._store.area_facts(area, end, 10 * 86_400.0)
-        return self._narrator.findings(
-            facts,
-            excursions=excursions,
-            baseline=baseline,
-            window_s=self._cfg.window_s,
-            explained=explained,
-        )
+        return {
+            "excursions": excursions,
+            "baseline": baseline,
+            "window_s": self._cfg.window_s,
+            "explained": explained,
+        }
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
         self._scope.note(anomaly.device, anomaly.metric)  # news for the next asks
@@ -411,13 +429,16 @@ class Agent:
         end: float,
         anomalies: tuple[Anomaly, ...] = (),
         home: bool | None = None,
+        found: Findings | None = None,
     ) -> Summary | None:
         """Narrate one area's findings and publish the summary; None if superseded or empty.
 
         It goes to ``summary/<area>``; to the whole-home ``summary`` too when ``home`` (by
-        default: for an alert, or readings without an area).
+        default: for an alert, or readings without an area). ``found``: the area's
+        findings when the caller already made them.
         """
-        found = self._area_findings(area, facts, end)
+        if found is None:
+            found = self._area_findings(area, facts, end)
         if not found.items:
             return None
         on_text = self._streamer(area) if self._cfg.stream else None

@@ -247,7 +247,7 @@ def _names(args: argparse.Namespace) -> int:
     for names in (20, args.count):
         kept, times = ask_loop_ms(generator, names)
         print(
-            f"in-process, {names} names offered ({kept} series kept): an ask's facts + fit "
+            f"in-process, {names} names offered ({kept} series kept): an ask's work "
             f"on the event loop: median {sorted(times)[len(times) // 2]:.1f} ms, "
             f"max {max(times):.1f} ms"
         )
