@@ -15,12 +15,12 @@ at most ``limit`` series. The narrator ranks the findings of these facts only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge_agent.domain import Excursion, ExplainedChange, MetricFacts
 from edge_agent.facts import Key, WindowStore, id_words
-from edge_agent.prompts import question_words
 from edge_agent.semantics import Naming, question_metrics
 
 ASK_SERIES = 128
@@ -31,6 +31,9 @@ NOTABLE_KEPT = 64
 
 MAX_QUESTION_WORDS = 32
 """Distinct question words looked up; a longer question's further words are ignored."""
+
+_WORD = re.compile(r"[\w']+")
+"""A question's words, as :func:`edge_agent.prompts.question_words` reads them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ class AskScope:
         """Series of the latest anomalies, newest last (a bounded recency set)."""
         self._named: tuple[tuple[int, int], dict[str, set[str]]] | None = None
         """(version, word -> devices) of the configured and learned device names."""
+        self._areas: dict[str, set[str]] | None = None
+        """Word -> areas of the configured area names (built on the first ask)."""
 
     def note(self, device: str, metric: str) -> None:
         """Remember a series that just raised an anomaly: it is news for the next asks."""
@@ -106,30 +111,39 @@ class AskScope:
         total = max(store.series_count, 1)
         named = self._device_words()
         score: dict[Key, float] = {}
-        asked = sorted(question_words(question))[:MAX_QUESTION_WORDS]
+        # In the order asked: a long question's first words are the ones looked up.
+        asked = list(dict.fromkeys(w.lower() for w in _WORD.findall(question)))
+        asked = asked[:MAX_QUESTION_WORDS]
         for word in asked:
-            found: set[Key] = set()
+            # Ordered collections only: ties keep the store's order (newest first), so
+            # the same question over the same store always takes the same series.
+            found: dict[Key, None] = {}
             count = 0
-            for form in {word, *id_words(word), *question_metrics(word)}:
+            for form in dict.fromkeys((word, *id_words(word), *sorted(question_metrics(word)))):
                 count += store.word_count(form)
-                found.update(store.with_word(form, limit))
-            for device in named.get(word, ()):
+                found.update(dict.fromkeys(store.with_word(form, limit)))
+            for device in sorted(named.get(word, ())):
                 count += 1
-                found.update(store.of_device(device, limit))
-            for area in self._areas_named(word):
+                found.update(dict.fromkeys(store.of_device(device, limit)))
+            for area in sorted(self._area_words().get(word, ())):
                 count += limit
-                found.update(store.in_area(area, limit))
+                found.update(dict.fromkeys(store.in_area(area, limit)))
             weight = math.log1p(total / max(count, 1))
             for key in found:
                 score[key] = score.get(key, 0.0) + weight
         ranked = sorted(score, key=lambda k: -score[k])
         return tuple(ranked[:limit])
 
-    def _areas_named(self, word: str) -> Iterable[str]:
-        """Areas whose configured display name has ``word`` (ids are in the store's words)."""
-        for area, name in self._names.area_names.items():
-            if word in id_words(name):
-                yield area
+    def _area_words(self) -> dict[str, set[str]]:
+        """Word -> areas, from the configured area names (area ids are in the store's
+        words); the names are fixed at start, so it is built once."""
+        if self._areas is None:
+            index: dict[str, set[str]] = {}
+            for area, name in self._names.area_names.items():
+                for word in id_words(name):
+                    index.setdefault(word, set()).add(area)
+            self._areas = index
+        return self._areas
 
     def _device_words(self) -> dict[str, set[str]]:
         """Word -> devices, from configured and learned names; rebuilt when they change."""
