@@ -5,9 +5,9 @@ one past a cap is refused and counted), series are indexed by area so one area's
 cost that area's series only, and series with nothing left in the retention are pruned
 a few at a time, oldest first, from an order kept by last reading.
 
-Series are also indexed by device and by the words of their device, metric and area ids
-(each word's series kept newest first), so an ask picks the series it is about at a cost
-bounded by what it takes, never by all series (see :mod:`edge_agent.scope`).
+Series are also indexed by device and by the words of their device, metric and area ids,
+so an ask picks the series it is about at a cost bounded by what it takes, never by all
+series (see :mod:`edge_agent.scope`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ _MIN_RESUM = 64
 
 _PRUNE_EVERY = 1024
 """Readings added between two prunes when nothing asks for facts (bounds memory alone)."""
+
+_SCAN_FACTOR = 8
+"""A word's newest series are looked for among this many times as many newest series."""
 
 _ID_SPLIT = re.compile(r"[\W_]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -278,7 +281,7 @@ class WindowStore:
         self._devices: dict[str, dict[Key, _Series]] = {}
         """Series per device, for the device cap, asks and the names grounding checks."""
         self._words: dict[str, dict[Key, _Series]] = {}
-        """Series per id word, newest reading last (moved like the prune order)."""
+        """Series per id word, in the order they appeared."""
         self.names_version = 0
         """Bumped whenever a device or area appears or leaves (caches of names key on it)."""
         self._latest = -math.inf
@@ -326,15 +329,9 @@ class WindowStore:
             self._unfile(key, series)
             self._file(key, series, event.area)
         if series.add(event, self._horizon_s, self._max_points):
-            # Newest reading: move to the end of the prune order and of its words'
-            # buckets (O(1) amortised per word), so "newest first" costs what it takes.
+            # Newest reading: move to the end of the prune order (O(1) amortised).
             del self._series[key]
             self._series[key] = series
-            words = self._words
-            for word in series.words:
-                bucket = words[word]
-                del bucket[key]
-                bucket[key] = series
         return True
 
     def _file(self, key: Key, series: _Series, area: str | None) -> None:
@@ -405,10 +402,27 @@ class WindowStore:
         """Up to ``limit`` series, newest reading first; costs ``limit``, not all series."""
         return islice(reversed(self._series), limit)
 
-    def with_word(self, word: str, limit: int) -> Iterator[Key]:
+    def with_word(self, word: str, limit: int) -> list[Key]:
         """Up to ``limit`` series whose device, metric or area id has ``word`` (lower
-        case), newest reading first."""
-        return islice(reversed(self._words.get(word, {})), limit)
+        case): all of them when they are that few, else the newest readings first.
+
+        The newest are found by walking the store's order of last readings, at most
+        ``_SCAN_FACTOR * limit`` series; a word too rare to fill ``limit`` in that walk
+        takes the rest by creation, newest first. Bounded either way: no reading pays
+        for keeping each word's series in order.
+        """
+        bucket = self._words.get(word)
+        if not bucket:
+            return []
+        if len(bucket) <= limit:
+            return list(bucket)
+        out = [k for k in islice(reversed(self._series), _SCAN_FACTOR * limit) if k in bucket]
+        out = out[:limit]
+        if len(out) < limit:
+            taken = set(out)
+            rest = (k for k in reversed(bucket) if k not in taken)
+            out.extend(islice(rest, limit - len(out)))
+        return out
 
     def word_count(self, word: str) -> int:
         """How many series have ``word`` in their ids (rare words are the specific ones)."""
