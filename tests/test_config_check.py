@@ -173,3 +173,21 @@ def test_connect_tries_the_broker(broker: Broker, model: Path, tmp_path: Path) -
 def test_schema_only_checks_the_settings_alone(tmp_path: Path) -> None:
     result = _check(_write(tmp_path, tmp_path / "nowhere"), "--schema-only")
     assert result.returncode == 0, result.stderr
+
+
+def test_run_refuses_a_truncated_weights_file_before_loading(sized: Path, tmp_path: Path) -> None:
+    data = sized / "model.onnx.data"
+    with data.open("r+b") as fh:
+        fh.truncate(1000)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "run", "-c", str(_write(tmp_path, sized))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "model.onnx.data is 1000 bytes" in result.stderr
+    assert "model_loaded" not in result.stderr + result.stdout
