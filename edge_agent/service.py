@@ -323,6 +323,7 @@ class Agent:
             facts = self._store.area_facts(area, now)
             if facts:
                 groups[area] = facts
+                await asyncio.sleep(0)  # its baseline window is read in a step of its own
                 inputs = self._finding_inputs(area, now)
                 found[area] = await asyncio.to_thread(self._narrator.findings, facts, **inputs)
             await asyncio.sleep(0)
@@ -365,7 +366,8 @@ class Agent:
             severity=severity,
             prompt_version=PROMPT_VERSION,
         )
-        self._publish_retained(self._cfg.topics.summary, home.to_payload())
+        # Every fact of every area: encoded in a thread (pure), not on the event loop.
+        self._publish_retained(self._cfg.topics.summary, await asyncio.to_thread(home.to_payload))
         log.info("home_summary_published", areas=len(groups), severity=severity)
         return home
 
