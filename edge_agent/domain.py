@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 SCHEMA_VERSION = 1
@@ -124,7 +124,8 @@ class MetricFacts:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data, rounded for people (the window keeps full precision)."""
-        data = asdict(self)
+        # Field by field, not asdict(): its deep copies made a thousand facts cost 0.3 s.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("last", "min", "max", "mean", "slope_per_h", "rate_per_min"):
             if data[key] is not None:
                 data[key] = round(data[key], 3)

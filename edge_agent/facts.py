@@ -4,16 +4,22 @@ The store is bounded: at most ``max_series`` series and ``max_devices`` devices 
 one past a cap is refused and counted), series are indexed by area so one area's facts
 cost that area's series only, and series with nothing left in the retention are pruned
 a few at a time, oldest first, from an order kept by last reading.
+
+Series are also indexed by device and by the words of their device, metric and area ids,
+so an ask picks the series it is about at a cost bounded by what it takes, never by all
+series (see :mod:`edge_agent.scope`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from itertools import islice
 from operator import mul
 from statistics import median
 
@@ -32,6 +38,21 @@ _MIN_RESUM = 64
 
 _PRUNE_EVERY = 1024
 """Readings added between two prunes when nothing asks for facts (bounds memory alone)."""
+
+_SCAN_FACTOR = 8
+"""A word's newest series are looked for among this many times as many newest series."""
+
+_ID_SPLIT = re.compile(r"[\W_]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+Key = tuple[str, str]
+"""(device, metric): one series."""
+
+
+def id_words(ident: str) -> tuple[str, ...]:
+    """The lower-case words of an id: ``sensor.living_room_CO2`` -> sensor, living, room,
+    co2; ``HumidityRatio`` -> humidity, ratio. What a question's words are matched on."""
+    return tuple(dict.fromkeys(w for w in _ID_SPLIT.split(_CAMEL.sub(" ", ident).lower()) if w))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,7 @@ class _Series:
         "ts",
         "unit",
         "values",
+        "words",
     )
 
     def __init__(self, event: SensorEvent, max_changes: int) -> None:
@@ -111,6 +133,8 @@ class _Series:
         self.last_ts = event.ts
         self.prev_value: float | None = None
         self.prev_ts: float | None = None
+        self.words: tuple[str, ...] = ()
+        """The index words it is filed under (device, metric and area ids)."""
 
     def add(self, event: SensorEvent, horizon_s: float, max_points: int) -> bool:
         """File one reading; True if it is now the newest (the series' order key moved)."""
@@ -252,17 +276,21 @@ class WindowStore:
         # Insertion order is the order of last readings: a series moves to the end when
         # it gets a newer one, so pruning reads from the front and stops at the first
         # series that is still current.
-        self._series: dict[tuple[str, str], _Series] = {}
-        self._areas: dict[str | None, dict[tuple[str, str], _Series]] = {}
-        self._devices: dict[str, int] = {}
-        """Series per device, for the device cap and the names grounding checks."""
+        self._series: dict[Key, _Series] = {}
+        self._areas: dict[str | None, dict[Key, _Series]] = {}
+        self._devices: dict[str, dict[Key, _Series]] = {}
+        """Series per device, for the device cap, asks and the names grounding checks."""
+        self._words: dict[str, dict[Key, _Series]] = {}
+        """Series per id word, in the order they appeared."""
+        self.names_version = 0
+        """Bumped whenever a device or area appears or leaves (caches of names key on it)."""
         self._latest = -math.inf
         self._adds = 0
         self.refused_total = 0
         """New series refused because a cap was reached."""
         self.pruned_total = 0
         """Series forgotten for silence."""
-        self.names: AbstractSet[str] = _Names(self._devices, self._areas)
+        self.names: NameView = NameView(self._devices, self._areas, self)
         """Every device and area in the store, live (for the grounding check)."""
 
     @property
@@ -295,16 +323,29 @@ class WindowStore:
                     self.refused_total += 1
                     return False
             series = self._series[key] = _Series(event, self._max_changes)
-            self._devices[event.device] = self._devices.get(event.device, 0) + 1
-            self._areas.setdefault(event.area, {})[key] = series
+            self._devices.setdefault(event.device, {})[key] = series
+            self._file(key, series, event.area)
         elif series.area != event.area:
-            self._unfile(key, series.area)
-            self._areas.setdefault(event.area, {})[key] = series
+            self._unfile(key, series)
+            self._file(key, series, event.area)
         if series.add(event, self._horizon_s, self._max_points):
             # Newest reading: move to the end of the prune order (O(1) amortised).
             del self._series[key]
             self._series[key] = series
         return True
+
+    def _file(self, key: Key, series: _Series, area: str | None) -> None:
+        """File a series under its area and its id words."""
+        if area not in self._areas:
+            self.names_version += 1
+        self._areas.setdefault(area, {})[key] = series
+        device, metric = key
+        series.words = tuple(
+            dict.fromkeys((*id_words(device), *id_words(metric), *id_words(area or "")))
+        )
+        for word in series.words:
+            self._words.setdefault(word, {})[key] = series
+        self.names_version += 1
 
     def _has_room(self, device: str) -> bool:
         if len(self._series) >= self._max_series:
@@ -342,21 +383,73 @@ class WindowStore:
         self._prune(now)
         return self._facts_of(self._areas.get(area, {}), now, window_s)
 
+    def facts_of(
+        self, keys: Iterable[Key], now: float, window_s: float | None = None
+    ) -> tuple[MetricFacts, ...]:
+        """:meth:`facts` of the series ``keys`` only (unknown keys are skipped); costs
+        those series, not all of them."""
+        self._prune(now)
+        series = self._series
+        return self._facts_of({k: series[k] for k in keys if k in series}, now, window_s)
+
+    @property
+    def areas(self) -> tuple[str | None, ...]:
+        """The areas with series, sorted by name and ``None`` (no area) last (they come
+        from the configuration: far fewer than series)."""
+        return tuple(sorted(self._areas, key=lambda a: (a is None, a or "")))
+
+    def newest(self, limit: int) -> Iterator[Key]:
+        """Up to ``limit`` series, newest reading first; costs ``limit``, not all series."""
+        return islice(reversed(self._series), limit)
+
+    def with_word(self, word: str, limit: int) -> list[Key]:
+        """Up to ``limit`` series whose device, metric or area id has ``word`` (lower
+        case): all of them when they are that few, else the newest readings first.
+
+        The newest are found by walking the store's order of last readings, at most
+        ``_SCAN_FACTOR * limit`` series; a word too rare to fill ``limit`` in that walk
+        takes the rest by creation, newest first. Bounded either way: no reading pays
+        for keeping each word's series in order.
+        """
+        bucket = self._words.get(word)
+        if not bucket:
+            return []
+        if len(bucket) <= limit:
+            return list(bucket)
+        out = [k for k in islice(reversed(self._series), _SCAN_FACTOR * limit) if k in bucket]
+        out = out[:limit]
+        if len(out) < limit:
+            taken = set(out)
+            rest = (k for k in reversed(bucket) if k not in taken)
+            out.extend(islice(rest, limit - len(out)))
+        return out
+
+    def word_count(self, word: str) -> int:
+        """How many series have ``word`` in their ids (rare words are the specific ones)."""
+        return len(self._words.get(word, ()))
+
+    def of_device(self, device: str, limit: int) -> Iterator[Key]:
+        """Up to ``limit`` series of ``device``."""
+        return islice(self._devices.get(device, {}), limit)
+
+    def in_area(self, area: str | None, limit: int) -> Iterator[Key]:
+        """Up to ``limit`` series of ``area``."""
+        return islice(self._areas.get(area, {}), limit)
+
     def facts_by_area(
         self, now: float, window_s: float | None = None
     ) -> dict[str | None, tuple[MetricFacts, ...]]:
         """:meth:`facts` grouped by area, areas sorted by name and ``None`` (no area) last."""
         self._prune(now)
-        order = sorted(self._areas, key=lambda a: (a is None, a or ""))
         out = {}
-        for area in order:
+        for area in self.areas:
             facts = self._facts_of(self._areas[area], now, window_s)
             if facts:
                 out[area] = facts
         return out
 
     def _facts_of(
-        self, series: dict[tuple[str, str], _Series], now: float, window_s: float | None
+        self, series: dict[Key, _Series], now: float, window_s: float | None
     ) -> tuple[MetricFacts, ...]:
         start = now - min(window_s or self._window_s, self._horizon_s)
         horizon = now - self._horizon_s
@@ -413,19 +506,25 @@ class WindowStore:
                 doomed.append(key)
         for key in doomed:
             series = self._series.pop(key)
-            self._unfile(key, series.area)
-            left = self._devices[series.device] - 1
-            if left:
-                self._devices[series.device] = left
-            else:
+            self._unfile(key, series)
+            kept = self._devices[series.device]
+            del kept[key]
+            if not kept:
                 del self._devices[series.device]
         self.pruned_total += len(doomed)
 
-    def _unfile(self, key: tuple[str, str], area: str | None) -> None:
-        bucket = self._areas[area]
+    def _unfile(self, key: Key, series: _Series) -> None:
+        bucket = self._areas[series.area]
         del bucket[key]
         if not bucket:
-            del self._areas[area]
+            del self._areas[series.area]
+        for word in series.words:
+            filed = self._words[word]
+            del filed[key]
+            if not filed:
+                del self._words[word]
+        series.words = ()
+        self.names_version += 1
 
     def _stale_limit(self, interval: float | None) -> float | None:
         if interval is None:
@@ -481,14 +580,23 @@ class WindowStore:
         )
 
 
-class _Names(AbstractSet[str]):
+class NameView(AbstractSet[str]):
     """A live, read-only view of the store's device and area names."""
 
     def __init__(
-        self, devices: dict[str, int], areas: dict[str | None, dict[tuple[str, str], _Series]]
+        self,
+        devices: dict[str, dict[Key, _Series]],
+        areas: dict[str | None, dict[Key, _Series]],
+        store: WindowStore,
     ) -> None:
         self._devices = devices
         self._areas = areas
+        self._store = store
+
+    @property
+    def version(self) -> int:
+        """Changes whenever a name appears or leaves: what a cache of names keys on."""
+        return self._store.names_version
 
     def __contains__(self, name: object) -> bool:
         return name in self._devices or (name is not None and name in self._areas)

@@ -24,6 +24,7 @@ from edge_agent.errors import GenerationError
 from edge_agent.findings import Finding, FindingRules, Findings, find
 from edge_agent.grounding import check, mentions
 from edge_agent.llm.base import GenerationRequest, Generator
+from edge_agent.mentions import NameIndex
 from edge_agent.numguard import NumberGuard
 from edge_agent.prompts import (
     Prompt,
@@ -115,6 +116,8 @@ class Narrator:
         """Display names; the ingest teaches it the names devices announce."""
         self._rules = FindingRules(limits=config.limits, language=config.language, tz=config.tz)
         self._stats = NarrationStats()
+        self._known: tuple[tuple[int, int, int], NameIndex] | None = None
+        """The last name index and what it was built from (see :meth:`display_names`)."""
 
     def counters(self) -> NarrationStats:
         """A copy of the counters the status topic publishes."""
@@ -317,13 +320,24 @@ class Narrator:
             stop_reason=result.stop_reason,
         )
 
-    def display_names(self, raw: Iterable[str]) -> tuple[str, ...]:
+    def display_names(self, raw: Iterable[str]) -> NameIndex:
         """Raw device and area ids with their display names: what a text may not name
-        unless its findings do."""
+        unless its findings do.
+
+        Built once per change of names, not per text: ``raw`` with a ``version`` (the
+        store's live view of its names) is cached until that or a learned name changes.
+        """
+        version = getattr(raw, "version", None)
+        key = None if version is None else (id(raw), version, self.names.version)
+        if key is not None and self._known is not None and self._known[0] == key:
+            return self._known[1]
         out: set[str] = set()
         for name in raw:
             out.update((name, self.names.device(name), self.names.area(name)))
-        return tuple(sorted(out))
+        index = NameIndex(sorted(out))
+        if key is not None:
+            self._known = (key, index)
+        return index
 
 
 def plan_summary(
@@ -353,7 +367,7 @@ def judge(
     prompt: Prompt,
     *,
     language: str,
-    known_names: Iterable[str] = (),
+    known_names: Iterable[str] | NameIndex = (),
     question: str = "",
 ) -> tuple[str, str]:
     """The model's text made publishable, and why it may not be ("" when it may)."""
@@ -391,7 +405,7 @@ def reject_reason(
     stop_reason: str,
     *,
     language: str = "en",
-    known_names: Iterable[str] = (),
+    known_names: Iterable[str] | NameIndex = (),
     forbidden: Iterable[str] = (),
     question: str = "",
 ) -> str:

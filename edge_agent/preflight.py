@@ -16,7 +16,7 @@ import paho.mqtt.client as paho
 
 from edge_agent.connection import client_options, tls_options
 from edge_agent.errors import ConfigError, ModelError, TransportError
-from edge_agent.llm.manifest import MANIFEST_NAME, Manifest, verify
+from edge_agent.llm.manifest import MANIFEST_NAME, REBUILD_HINT, Manifest, verify
 from edge_agent.settings import ModelSettings, MqttSettings, read_password
 from edge_agent.transport.client_factory import close, connect_and_wait, new_client
 from edge_agent.transport.options import tls_context
@@ -82,11 +82,13 @@ def outbox_problems(outbox_path: Path) -> list[str]:
 
 
 def model_problems(model: ModelSettings, *, deep: bool = False) -> list[str]:
-    """The model folder has a valid manifest and every file it lists, non-empty.
+    """The model folder has a valid manifest and every file it lists, at its size.
 
-    The manifest records sha256 sums, not sizes, so the quick check is presence and a
-    non-zero size (a copy that stopped before a file, or an empty placeholder); ``deep``
-    hashes every file against the manifest, as ``run`` does before loading.
+    The quick check is a ``stat`` per file: present, readable, non-empty and, where the
+    manifest records sizes, exactly that size (a truncated ``model.onnx.data`` is caught
+    without hashing). Folders exported before sizes were recorded get presence and a
+    non-zero size only. ``deep`` also hashes every file against the manifest, as ``run``
+    does before loading.
     """
     if model.backend != "onnx":
         return []  # the model lives on a server; start-up probes it instead
@@ -104,10 +106,13 @@ def model_problems(model: ModelSettings, *, deep: bool = False) -> list[str]:
         except OSError:
             problems.append(f"{where}: {name} is listed in {MANIFEST_NAME} but missing")
             continue
+        wrong = manifest.size_problem(name, size)
         if not path.is_file():
             problems.append(f"{where}: {name} is not a regular file")
         elif size == 0:
             problems.append(f"{where}: {name} is empty")
+        elif wrong is not None:
+            problems.append(f"{where}: {wrong}; copy the folder again or {REBUILD_HINT}")
         elif not os.access(path, os.R_OK):
             problems.append(f"{where}: {name} is not readable by this user (uid {os.getuid()})")
     if problems or not deep:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from edge_agent.domain import MetricFacts
@@ -124,6 +125,9 @@ _DIAGNOSTICS = frozenset(
      "signal", "current", "power_outage_count", "lqi", "snr"}
 )  # fmt: skip
 
+_SHOWN_KEPT = 8192
+"""Display names cached at most (device, area pairs): a few per series at the caps."""
+
 LOW_BATTERY = 15.0
 """A battery at or below this many percent is news, like any other finding."""
 
@@ -159,15 +163,23 @@ class Meaning:
 
     def words(self) -> tuple[str, ...]:
         """Lower-case words that name this metric in any supported language."""
-        base = {self.metric, *self.metric.split("_")}
-        if self.level is not None:
-            base.update(w.lower() for w in self.level.label.values())
-            base.update(self.level.synonyms)
-        if self.vocabulary is not None:
-            base.update(STATE_NOUNS.get(self.vocabulary.key, ()))
-        if self.metric == "battery":
-            base.update(("battery", "batterie", "pile"))
-        return tuple(sorted(w for w in base if w))
+        vocab = self.vocabulary.key if self.vocabulary is not None else None
+        return _metric_name_words(self.metric, vocab, self.level is not None)
+
+
+@lru_cache(maxsize=4096)
+def _metric_name_words(metric: str, vocab: str | None, level: bool) -> tuple[str, ...]:
+    """:meth:`Meaning.words`, cached (a level's info is that of its metric id)."""
+    base = {metric, *metric.split("_")}
+    info = LEVELS.get(metric) if level else None
+    if info is not None:
+        base.update(w.lower() for w in info.label.values())
+        base.update(info.synonyms)
+    if vocab is not None:
+        base.update(STATE_NOUNS.get(vocab, ()))
+    if metric == "battery":
+        base.update(("battery", "batterie", "pile"))
+    return tuple(sorted(w for w in base if w))
 
 
 def meaning(fact: MetricFacts) -> Meaning:
@@ -181,8 +193,13 @@ def _looks_binary(fact: MetricFacts) -> bool:
     )
 
 
+@lru_cache(maxsize=4096)
 def classify(device: str, metric: str, unit: str | None, binary: bool) -> Meaning:
-    """See :func:`meaning`; ``binary``: every reading was 0 or 1 without a unit."""
+    """See :func:`meaning`; ``binary``: every reading was 0 or 1 without a unit.
+
+    Cached: every summary and answer asks it again for the same series (a thousand
+    series cost milliseconds of regexes per ask otherwise); a Meaning is immutable.
+    """
     name = normalise(metric)
     name = _LEVEL_ALIASES.get(name, name)
     if name == "state" and not binary:
@@ -258,15 +275,31 @@ class Naming:
     area_names: Mapping[str, str] = field(default_factory=dict)
     learned: dict[str, str] = field(default_factory=dict)
     """Names announced by the devices themselves (Home Assistant's ``friendly_name``)."""
+    version: int = 0
+    """Bumped when a learned name changes (caches of display names key on it)."""
+    shown: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    """Display names already worked out, per (device, area): findings ask for every
+    series on every summary and answer. Emptied when a name is learned or it is full."""
 
     def learn(self, device: str, name: str) -> None:
         """Remember a device's own name (config still wins)."""
         clean = " ".join(name.split())[:80]
-        if clean and "_" not in clean:
+        if clean and "_" not in clean and self.learned.get(device) != clean:
             self.learned[device] = clean
+            self.version += 1
+            self.shown.clear()
 
     def device(self, device: str, area: str | None = None) -> str:
         """The device's display name; a bare hex address becomes "<Area> sensor"."""
+        key = (device, area)
+        name = self.shown.get(key)
+        if name is None:
+            if len(self.shown) >= _SHOWN_KEPT:
+                self.shown.clear()
+            name = self.shown[key] = self._device(device, area)
+        return name
+
+    def _device(self, device: str, area: str | None) -> str:
         name = self.device_names.get(device) or self.learned.get(device)
         if name:
             return name
@@ -281,8 +314,54 @@ class Naming:
         """The area's display name; "Home" for readings without one."""
         if area is None:
             return "Home"
-        return self.area_names.get(area) or humanize(area)
+        key = ("\x00", area)  # no device is named NUL (MQTT forbids it in topics)
+        name = self.shown.get(key)
+        if name is None:
+            if len(self.shown) >= _SHOWN_KEPT:
+                self.shown.clear()
+            name = self.shown[key] = self.area_names.get(area) or humanize(area)
+        return name
 
     def names_of(self, device: str, area: str | None) -> tuple[str, ...]:
         """Every way a text may name this device (display name and raw id), lower case."""
         return tuple({self.device(device, area).lower(), device.lower()})
+
+
+_GENERIC_IDS = frozenset({"state", "on"})
+"""Metric ids too generic to select series by (every Home Assistant entity has a state)."""
+
+
+def _metric_words() -> dict[str, frozenset[str]]:
+    """Question word -> the metric ids (and id words) it means: "warm" -> temperature,
+    temp; "door" -> contact, door, window, opening... Single-word ids only: a compound
+    alias (``local_temperature``) is found by its words."""
+    out: dict[str, set[str]] = {}
+
+    def add(word: str, metrics: set[str]) -> None:
+        if " " not in word:
+            out.setdefault(word.lower(), set()).update(
+                m for m in metrics if "_" not in m and m not in _GENERIC_IDS
+            )
+
+    for key, info in LEVELS.items():
+        metrics = {key, *(a for a, k in _LEVEL_ALIASES.items() if k == key)}
+        for word in (*info.synonyms, *info.label.values(), key):
+            add(word, metrics)
+    for vocab, nouns in STATE_NOUNS.items():
+        metrics = {m for m, v in _STATE_METRICS.items() if v == vocab}
+        metrics.update(w for w, v in _STATE_HINTS if v == vocab)
+        states = VOCABULARIES[vocab].words.values()
+        for word in (*nouns, *(x for lang in states for x in (*lang.on, *lang.off))):
+            add(word, metrics)
+    for word in ("battery", "batterie", "pile"):
+        add(word, {"battery"})
+    return {word: frozenset(metrics) for word, metrics in out.items()}
+
+
+_QUESTION_METRICS = _metric_words()
+
+
+def question_metrics(word: str) -> frozenset[str]:
+    """The metric ids a (lower-case) question word means, for finding the series an ask
+    is about before any finding is made; empty for a word that names no metric."""
+    return _QUESTION_METRICS.get(word, frozenset())

@@ -44,6 +44,7 @@ from edge_agent.ingest.timing import TimePolicy
 from edge_agent.narrator import Narrator
 from edge_agent.prompts import PROMPT_VERSION
 from edge_agent.results import record
+from edge_agent.scope import AskScope
 from edge_agent.transport.base import Message, Transport
 
 log = structlog.get_logger(__name__)
@@ -124,6 +125,8 @@ class Agent:
         """(monotonic time, repr) of the last narration task that died of a bug."""
         self._last_anomaly_summary: dict[str | None, float] = {}
         self._names = store.names
+        # An ask takes the series its question names (bounded), not all of them.
+        self._scope = AskScope(store, narrator.names, excursions=excursions, explained=explained)
         self._timing = TimePolicy(
             late_after_s=config.late_after_s,
             max_skew_s=config.max_clock_skew_s,
@@ -316,11 +319,25 @@ class Agent:
     async def digest(self, now: float) -> Summary | None:
         """Every area's summary, then the whole-home one on ``summary``: a sentence per
         area with news, or "All quiet" (one area: that area's own summary)."""
-        groups = self._store.facts_by_area(now)
+        groups: dict[str | None, tuple[MetricFacts, ...]] = {}
+        found: dict[str | None, Findings] = {}
+        for area in self._store.areas:
+            # One area per step of the event loop, and its findings (pure, the costly
+            # part) in a thread, made once: intake goes on meanwhile, and no step of the
+            # loop costs more than reading one area's series.
+            facts = self._store.area_facts(area, now)
+            if facts:
+                groups[area] = facts
+                await asyncio.sleep(0)  # its baseline window is read in a step of its own
+                inputs = self._finding_inputs(area, now)
+                found[area] = await asyncio.to_thread(self._narrator.findings, facts, **inputs)
+            await asyncio.sleep(0)
         done = await asyncio.gather(
-            *(self.summarise(area, facts, end=now, home=False) for area, facts in groups.items())
+            *(
+                self.summarise(area, facts, end=now, home=False, found=found[area])
+                for area, facts in groups.items()
+            )
         )
-        found = {area: self._area_findings(area, groups[area], now) for area in groups}
         if not found:
             return None
         published = [s for s in done if s is not None]
@@ -354,7 +371,8 @@ class Agent:
             severity=severity,
             prompt_version=PROMPT_VERSION,
         )
-        self._publish_retained(self._cfg.topics.summary, home.to_payload())
+        # Every fact of every area: encoded in a thread (pure), not on the event loop.
+        self._publish_retained(self._cfg.topics.summary, await asyncio.to_thread(home.to_payload))
         log.info("home_summary_published", areas=len(groups), severity=severity)
         return home
 
@@ -362,19 +380,25 @@ class Agent:
         self, area: str | None, facts: tuple[MetricFacts, ...], end: float
     ) -> Findings:
         """One area's findings, with its open excursions and its baseline window."""
+        return self._narrator.findings(facts, **self._finding_inputs(area, end))
+
+    def _finding_inputs(self, area: str | None, end: float) -> dict[str, Any]:
+        """What an area's findings are made from besides its facts: open excursions,
+        explained changes and the baseline window. Read on the event loop: the detector
+        and the store belong to it (findings themselves are pure)."""
         excursions = self._excursions(area) if self._excursions is not None else ()
         explained = self._explained(area) if self._explained is not None else ()
         # The longer window the store keeps for baselines: what "usual" means here.
-        baseline = tuple(f for f in self._store.facts(end, 10 * 86_400.0) if f.area == area)
-        return self._narrator.findings(
-            facts,
-            excursions=excursions,
-            baseline=baseline,
-            window_s=self._cfg.window_s,
-            explained=explained,
-        )
+        baseline = self._store.area_facts(area, end, 10 * 86_400.0)
+        return {
+            "excursions": excursions,
+            "baseline": baseline,
+            "window_s": self._cfg.window_s,
+            "explained": explained,
+        }
 
     def _on_anomaly(self, anomaly: Anomaly) -> None:
+        self._scope.note(anomaly.device, anomaly.metric)  # news for the next asks
         if self._alerts is not None:
             kept, states = self._alerts.on_anomaly(anomaly)
             for topic, payload in states:
@@ -412,13 +436,16 @@ class Agent:
         end: float,
         anomalies: tuple[Anomaly, ...] = (),
         home: bool | None = None,
+        found: Findings | None = None,
     ) -> Summary | None:
         """Narrate one area's findings and publish the summary; None if superseded or empty.
 
         It goes to ``summary/<area>``; to the whole-home ``summary`` too when ``home`` (by
-        default: for an alert, or readings without an area).
+        default: for an alert, or readings without an area). ``found``: the area's
+        findings when the caller already made them.
         """
-        found = self._area_findings(area, facts, end)
+        if found is None:
+            found = self._area_findings(area, facts, end)
         if not found.items:
             return None
         on_text = self._streamer(area) if self._cfg.stream else None
@@ -568,26 +595,19 @@ class Agent:
         when a full backlog dropped it, ``expired`` when its message expiry passed first.
         """
         now = self._clock()
-        facts = self._store.facts(now)
         if request.expires_at is not None and self._clock() > request.expires_at:
             log.info("ask_expired", id=request.id, reply_to=request.reply_to)
             self._reply_error(request, "expired")
             return None
-        excursions: list[Excursion] = []
-        if self._excursions is not None:
-            for area in dict.fromkeys(f.area for f in facts):
-                excursions.extend(self._excursions(area))
-        explained: list[ExplainedChange] = []
-        if self._explained is not None:
-            for area in dict.fromkeys(f.area for f in facts):
-                explained.extend(self._explained(area))
+        material = self._scope.material(request.question, now)
+        facts = material.facts
         narration = await self._narrator.answer(
             request.question,
             facts,
-            excursions=excursions,
+            excursions=material.excursions,
             known_names=self._names,
             key=f"ask:{id(request)}",
-            explained=explained,
+            explained=material.explained,
         )
         if narration is None:  # dropped from a full backlog
             self._reply_error(request, "busy")

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent.demo.broker import free_port
+from edge_agent.export.folder import write_manifest
 from edge_agent.export.tiny import TinyModel
+from edge_agent.llm.manifest import Manifest
 from tests.support.broker import Broker
 
 
@@ -90,6 +92,51 @@ def test_a_corrupt_model_file_needs_deep(model: Path, tmp_path: Path) -> None:
     assert "failed its checksum" in line
 
 
+@pytest.fixture
+def sized(model: Path) -> Path:
+    """The private copy with a manifest that records sizes (as every export now writes)."""
+    manifest = write_manifest(model, Manifest.from_dir(model))
+    assert manifest.sizes["model.onnx.data"] == (model / "model.onnx.data").stat().st_size
+    return model
+
+
+def test_a_truncated_weights_file_is_found_by_its_size_without_hashing(
+    sized: Path, tmp_path: Path
+) -> None:
+    data = sized / "model.onnx.data"
+    full = data.stat().st_size
+    with data.open("r+b") as fh:
+        fh.truncate(full // 2)  # a copy that stopped half way
+    config = _write(tmp_path, sized)
+    (line,) = _problems(_check(config))
+    assert line.startswith(f"edge-agent: model.path {sized}: ")
+    assert f"model.onnx.data is {full // 2} bytes, manifest says {full}: truncated" in line
+    assert "copy the folder again" in line
+    # --deep says the same (the size before the hash), still one line.
+    (deep,) = _problems(_check(config, "--deep"))
+    assert "model.onnx.data" in deep
+    assert "truncated" in deep
+
+
+def test_a_sized_folder_passes_and_an_old_manifest_without_sizes_still_passes(
+    sized: Path, tmp_path: Path
+) -> None:
+    config = _write(tmp_path, sized)
+    assert _check(config, "--deep").returncode == 0
+    raw = json.loads((sized / "manifest.json").read_text())
+    del raw["sizes"]  # a folder exported before sizes were recorded
+    (sized / "manifest.json").write_text(json.dumps(raw))
+    result = _check(config, "--deep")
+    assert result.returncode == 0, result.stderr
+    # Without sizes a same-name file of another length is only caught by the checksum.
+    with (sized / "tokenizer_config.json").open("ab") as fh:
+        fh.write(b" ")
+    assert _check(config).returncode == 0
+    (line,) = _problems(_check(config, "--deep"))
+    assert "tokenizer_config.json" in line
+    assert "failed its checksum" in line
+
+
 def test_an_unreadable_password_file_and_an_unwritable_outbox(model: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -126,3 +173,21 @@ def test_connect_tries_the_broker(broker: Broker, model: Path, tmp_path: Path) -
 def test_schema_only_checks_the_settings_alone(tmp_path: Path) -> None:
     result = _check(_write(tmp_path, tmp_path / "nowhere"), "--schema-only")
     assert result.returncode == 0, result.stderr
+
+
+def test_run_refuses_a_truncated_weights_file_before_loading(sized: Path, tmp_path: Path) -> None:
+    data = sized / "model.onnx.data"
+    with data.open("r+b") as fh:
+        fh.truncate(1000)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "run", "-c", str(_write(tmp_path, sized))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "model.onnx.data is 1000 bytes" in result.stderr
+    assert "model_loaded" not in result.stderr + result.stdout

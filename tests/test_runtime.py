@@ -56,6 +56,19 @@ def test_manifest_round_trips_through_json() -> None:
     assert Manifest.from_json(manifest.to_json()) == manifest
 
 
+def test_manifest_sizes_round_trip_and_an_old_manifest_has_none() -> None:
+    sized = _manifest(sizes={"model.onnx": 10, "tokenizer.json": 20})
+    assert Manifest.from_json(sized.to_json()) == sized
+    raw = json.loads(sized.to_json())
+    del raw["sizes"]
+    old = Manifest.from_json(json.dumps(raw))
+    assert old.sizes == {}
+    assert old.size_problem("model.onnx", 3) is None  # nothing recorded: nothing to say
+    assert sized.size_problem("model.onnx", 10) is None
+    assert "truncated" in (sized.size_problem("model.onnx", 3) or "")
+    assert "larger" in (sized.size_problem("model.onnx", 11) or "")
+
+
 def test_manifest_renders_user_text_with_braces_verbatim() -> None:
     rendered = _manifest().render("temp {max} 21")
     assert rendered == TEMPLATE.replace("{user}", "temp {max} 21")
@@ -335,6 +348,16 @@ def test_verify_names_a_truncated_file(folder_copy: Path) -> None:
     with pytest.raises(ModelVerifyError, match=r"model\.onnx\.data .*checksum") as err:
         verify(folder_copy)
     assert "build-tiny" in str(err.value)
+
+
+@pytest.mark.slow
+def test_verify_with_recorded_sizes_names_the_size_before_hashing(folder_copy: Path) -> None:
+    data = folder_copy / "model.onnx.data"
+    full = data.stat().st_size
+    _edit_manifest(folder_copy, sizes={"model.onnx.data": full})
+    data.write_bytes(data.read_bytes()[:1000])
+    with pytest.raises(ModelVerifyError, match=rf"model\.onnx\.data is 1000 bytes, .* {full}"):
+        verify(folder_copy)
 
 
 @pytest.mark.slow

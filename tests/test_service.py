@@ -425,3 +425,37 @@ def test_the_home_summary_has_a_sentence_per_area_with_news() -> None:
     assert home["title"] == "Office: CO2 1,250 ppm"
     assert (home["fallback"], home["severity"], home["area"]) == (False, "alert", None)
     assert [s["area"] for s in transport.on("t/summary/attic")] == ["attic"]
+
+
+def test_an_ask_among_a_thousand_devices_is_about_the_one_it_names() -> None:
+    transport = MemoryTransport()
+    gen = ScriptedGenerator("The freezer is fine.", "The fridge reads 4.5 °C.")
+    store = WindowStore(600, max_series=5000, max_devices=5000)
+    agent, worker = _agent(gen, transport, store, area=None)
+    agent.handle(Message("zigbee2mqtt/fridge", b'{"temperature": 4.5}'))
+    agent.handle(Message("zigbee2mqtt/freezer", b'{"temperature": -18}'))
+    for i in range(1000):  # newer than both: a flood of distinct names
+        agent.handle(Message(f"zigbee2mqtt/dev-{i:06d}", b'{"temperature": 21}'))
+    assert store.series_count == 1002
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run())
+        for n in (1, 2):
+            request = AskRequest.from_payload(
+                json.dumps({"id": n, "q": "How cold is the fridge?"}).encode(),
+                default_reply_to="t/answer",
+                now=1000.0,
+            )
+            await asyncio.wait_for(agent.answer(request), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    wrong, right = transport.on("t/answer")
+    # The asked device reaches the prompt though a thousand newer ones crowd the store;
+    # naming another known device, not shown, is refused by the grounding check.
+    assert "4.5 °C" in gen.prompts[0]
+    assert "-18" not in gen.prompts[0]
+    assert wrong["facts"] == ["fridge.temperature"]
+    assert wrong["fallback"] is True
+    assert wrong["reason"].lower() == "grounding: 'freezer' is not in the findings"
+    assert (right["answer"], right["fallback"]) == ("The fridge reads 4.5 °C.", False)

@@ -7,10 +7,10 @@ distinct zigbee2mqtt device names. With the default caps most of those names are
 refused (``too_many_series``), which is the point: memory stays bounded and an ask
 does not scale with the names ever seen.
 
-:func:`ask_loop_ms` measures the part of an ask that runs on the event loop (facts of
-every series, then fitting them to the prompt budget) in-process, with the same names
-offered to a store with the default caps: the round trip also holds the generation,
-which grows with the prompt, not with the names.
+:func:`ask_loop_ms` measures the part of an ask that runs on the event loop (the series
+the question is about, their findings and prompt, the grounding check) in-process, with
+the same names offered to a store with the default caps: the round trip also holds the
+generation, which grows with the prompt, not with the names.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from edge_agent.demo.broker import LocalMosquitto
 from edge_agent.domain import SensorEvent
 from edge_agent.facts import WindowStore
 from edge_agent.llm.base import Generator
-from edge_agent.narrator import Narrator, NarratorConfig
+from edge_agent.narrator import Narrator, NarratorConfig, judge
 from edge_agent.prompts import answer_prompt, relevant
+from edge_agent.scope import AskScope
 from edge_agent.transport.client_factory import ClientOptions, new_client
 from edge_agent.worker import InferenceWorker
 
@@ -175,23 +176,28 @@ def bench_names(model: Path, count: int = 100_000, asks: int = 5) -> NamesResult
 
 
 def ask_loop_ms(generator: Generator, names: int, repeats: int = 7) -> tuple[int, list[float]]:
-    """(series kept, ms per ask of findings + prompt) after ``names`` distinct device names.
+    """(series kept, ms per ask on the event loop) after ``names`` distinct device names.
 
-    The part of an ask that runs on the event loop before generation: the findings of
-    every fact, the ones the question is about, and the prompt built from them.
+    The part of an ask that runs on the event loop, as the agent runs it: the series the
+    question is about (:class:`AskScope`), their findings, the relevant ones, the prompt
+    fitted to the context, then the grounding check of a text against every known name.
     """
     store = WindowStore(300, baseline_s=3600)
     now = 1.7e9
     for i in range(names):
         store.add(SensorEvent(f"dev-{i:06d}", "temperature", 21.0, now - 10 + i * 1e-6, "z"))
     narrator = Narrator(InferenceWorker(generator, 4), NarratorConfig(8, 8, 60.0))
+    scope = AskScope(store, narrator.names)
     question = "How warm is it?"
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        shown = relevant(question, narrator.findings(store.facts(now)).items)
+        material = scope.material(question, now)
+        shown = relevant(question, narrator.findings(material.facts).items)
         prompt = answer_prompt(question, shown, style=generator.prompt_format, language="en")
         generator.count_tokens(generator.render(prompt.text))
+        known = narrator.display_names(store.names)
+        judge("It is 21.0 °C.", "eos", shown, prompt, language="en", known_names=known)
         times.append((time.perf_counter() - started) * 1000)
     return store.series_count, times
 

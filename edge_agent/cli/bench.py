@@ -33,7 +33,7 @@ _DEFAULT_PEER_VENV = Path.home() / ".cache" / "edge-agent" / "bench-venv" / "bin
 
 
 def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``edge-agent bench model|ingest|names|broker|actions|narration``."""
+    """Register ``edge-agent bench model|ingest|names|loop|broker|actions|narration``."""
     group = sub.add_parser(
         "bench",
         help="benchmarks that print ratios against a peer measured in the same run",
@@ -46,6 +46,7 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_narration(bench_sub)
     add_alerts_bench(bench_sub)
     _add_verify(bench_sub)
+    _add_loop(bench_sub)
     bench = bench_sub.add_parser(
         "model",
         help="measure the runtime (and peers) on a model folder",
@@ -203,6 +204,33 @@ def _add_ingest(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     names.set_defaults(handler=_names)
 
 
+def _add_loop(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    loop = bench_sub.add_parser(
+        "loop",
+        help="how long an ask and a digest hold the event loop with many series",
+        description="The real agent with an instant model: the wall time of an ask and of a "
+        "digest, and the longest event-loop stall, with 20 series and with --series in "
+        "--areas areas (edge_agent/bench/loop.py).",
+        epilog="example:\n  edge-agent bench loop --series 1000 --areas 10",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    loop.add_argument("--series", type=int, default=1000, help="series in the store (1000)")
+    loop.add_argument("--areas", type=int, default=1, help="areas they are spread over (1)")
+    loop.add_argument("--repeats", type=int, default=5, help="timed runs; medians shown (5)")
+    loop.set_defaults(handler=_loop)
+
+
+def _loop(args: argparse.Namespace) -> int:
+    from edge_agent.bench.loop import bench_loop, render
+    from edge_agent.logs import configure_logging
+
+    if args.series < 1 or args.areas < 1 or args.repeats < 1:
+        raise ConfigError("--series, --areas and --repeats must be at least 1")
+    configure_logging("error", "console")
+    print(render(bench_loop(args.series, args.areas, args.repeats)))
+    return 0
+
+
 def _add_broker(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     broker = bench_sub.add_parser(
         "broker",
@@ -247,7 +275,7 @@ def _names(args: argparse.Namespace) -> int:
     for names in (20, args.count):
         kept, times = ask_loop_ms(generator, names)
         print(
-            f"in-process, {names} names offered ({kept} series kept): an ask's facts + fit "
+            f"in-process, {names} names offered ({kept} series kept): an ask's work "
             f"on the event loop: median {sorted(times)[len(times) // 2]:.1f} ms, "
             f"max {max(times):.1f} ms"
         )

@@ -30,7 +30,8 @@ def add_config_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="validate a config and what it points at; print the effective config "
         "(secrets masked) or one line per problem",
         description="Validate the settings, then what they point at: the model folder "
-        "(manifest and every listed file present and non-empty; --deep: sha256 checksums), "
+        "(manifest and every listed file present, non-empty and at its recorded size; "
+        "--deep: sha256 checksums), "
         "the TLS CA, certificate and key (must load as PEM), the password file (readable) "
         "and the outbox folder (writable); --connect also logs in to the broker.",
         epilog="examples:\n"

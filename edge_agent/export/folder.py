@@ -1,4 +1,4 @@
-"""Finish a model folder: checksum every file and write ``manifest.json``."""
+"""Finish a model folder: checksum and size every file and write ``manifest.json``."""
 
 from __future__ import annotations
 
@@ -45,13 +45,16 @@ def ensure_new_folder(target: Path) -> None:
 
 
 def write_manifest(folder: Path, draft: Manifest) -> Manifest:
-    """Checksum every file in ``folder`` into ``draft.files`` and write the manifest."""
-    files = {
-        path.relative_to(folder).as_posix(): sha256_file(path)
+    """Checksum and size every file in ``folder`` into ``draft.files`` and ``draft.sizes``
+    and write the manifest."""
+    paths = [
+        path
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name not in (MANIFEST_NAME, STAMP_NAME)
-    }
-    manifest = replace(draft, files=files, tools=tool_versions())
+    ]
+    files = {path.relative_to(folder).as_posix(): sha256_file(path) for path in paths}
+    sizes = {path.relative_to(folder).as_posix(): path.stat().st_size for path in paths}
+    manifest = replace(draft, files=files, sizes=sizes, tools=tool_versions())
     (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     log.info("manifest_written", path=str(folder), files=len(files))
     return manifest

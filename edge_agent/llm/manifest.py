@@ -1,4 +1,4 @@
-"""``manifest.json``: what a model folder holds, how to prompt it, and its checksums."""
+"""``manifest.json``: what a model folder holds, how to prompt it, its checksums and sizes."""
 
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ class Manifest:
     1, the runtime can verify drafted tokens in one pass. Folders from before: 1."""
     kv_dtype: str = "float32"
     """Element type of the KV cache (``float16`` halves its memory)."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Relative file name -> size in bytes, beside ``files``: a truncated copy is caught by
+    a ``stat``, without hashing. Empty in folders from before sizes were recorded."""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -122,6 +125,7 @@ class Manifest:
                 graph=_opt_str(raw.get("graph")),
                 verify_positions=int(raw.get("verify_positions", 1)),
                 kv_dtype=str(raw.get("kv_dtype", "float32")),
+                sizes={str(k): int(v) for k, v in raw.get("sizes", {}).items()},
                 schema_version=version,
             )
         except ModelError:
@@ -197,6 +201,9 @@ class Manifest:
                     f"{name} is listed in {MANIFEST_NAME} but missing from {model_dir}; "
                     f"{REBUILD_HINT}"
                 )
+            wrong = self.size_problem(name, path.stat().st_size)
+            if wrong is not None:  # a stat says it before a multi-GB hash would
+                raise ModelVerifyError(f"{wrong} in {model_dir}; {REBUILD_HINT}")
             actual = sha256_file(path)
             if actual != expected:
                 raise ModelVerifyError(
@@ -204,6 +211,19 @@ class Manifest:
                     f"manifest says {expected[:12]}...): the file is truncated, corrupt or "
                     f"was changed; {REBUILD_HINT}"
                 )
+
+    def size_problem(self, name: str, actual: int) -> str | None:
+        """Why file ``name`` of ``actual`` bytes does not match its recorded size, or None
+        (also when the manifest records no size for it: a folder from before sizes)."""
+        expected = self.sizes.get(name)
+        if expected is None or expected == actual:
+            return None
+        how = (
+            "truncated (a copy or download that stopped early?)"
+            if actual < expected
+            else "larger than recorded"
+        )
+        return f"{name} is {actual} bytes, manifest says {expected}: {how}"
 
     def _check_template(self, origin: str) -> None:
         sentinel = "\x00user\x00"
