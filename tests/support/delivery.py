@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,11 +110,23 @@ class Observer:
         self._client.disconnect()
 
 
-class Publisher:
-    """Publishes ``seq 1..total`` at ``rate`` per second at QoS 1 on its own thread."""
+def _seq(n: int) -> tuple[str, bytes]:
+    return TOPIC, f"seq {n}".encode()
 
-    def __init__(self, broker: LocalMosquitto, node: str, total: int, rate: float) -> None:
-        self.total, self.rate = total, rate
+
+class Publisher:
+    """Publishes ``message(1..total)`` (default ``seq <n>``) at ``rate`` per second at QoS 1
+    on its own thread."""
+
+    def __init__(
+        self,
+        broker: LocalMosquitto,
+        node: str,
+        total: int,
+        rate: float,
+        message: Callable[[int], tuple[str, bytes]] = _seq,
+    ) -> None:
+        self.total, self.rate, self._message = total, rate, message
         self.sent = 0
         self._client = _client(broker, f"sensor-{node}")
         # PUBACKs counted, not a set of message ids: paho's ids wrap at 65,535.
@@ -137,7 +149,7 @@ class Publisher:
             delay = started + n / self.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self._client.publish(TOPIC, f"seq {n}".encode(), qos=1)
+            self._client.publish(*self._message(n), qos=1)
             self.sent = n
 
     def finish(self, timeout: float) -> int:

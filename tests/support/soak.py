@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import paho.mqtt.client as paho
 
 from edge_agent.demo.broker import LocalMosquitto
 from tests.support.agent import start_agent, write_config
-from tests.support.delivery import _client, _wait, own_broker
+from tests.support.delivery import Publisher, _client, _wait, own_broker
 
 READINGS_PER_MESSAGE = 4
 
@@ -99,52 +99,19 @@ class _StatusWatch:
         self._client.disconnect()
 
 
-class _StatePublisher:
-    """zigbee2mqtt states round-robin over ``devices`` at ``rate`` per second."""
+def _states(devices: int) -> Callable[[int], tuple[str, bytes]]:
+    """The n-th zigbee2mqtt state, round-robin over ``devices``."""
 
-    def __init__(self, broker: LocalMosquitto, node: str, total: int, rate: float) -> None:
-        self.total, self.rate, self.sent = total, rate, 0
-        self.devices = max(1, min(200, int(rate // 5)))  # each device every few seconds
-        # A count, not a set of message ids: paho's ids wrap at 65,535.
-        self.acked = 0
-        self._client = _client(broker, f"soak-sensors-{node}")
-        self._client.on_publish = self._on_publish
-        self._client.loop_start()
-        self._thread = threading.Thread(target=self._run, name="soak-publisher", daemon=True)
+    def state(n: int) -> tuple[str, bytes]:
+        doc = {
+            "temperature": round(20 + (n % 37) / 10, 1),
+            "humidity": round(40 + (n % 53) / 10, 1),
+            "battery": 90,
+            "linkquality": 100 + n % 50,
+        }
+        return f"zigbee2mqtt/soak_{n % devices}", json.dumps(doc).encode()
 
-    def _on_publish(self, _c: paho.Client, _u: object, _mid: int, _rc: object, _p: object) -> None:
-        self.acked += 1  # only paho's network thread writes it
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        for n in range(self.total):
-            delay = started + n / self.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            device = n % self.devices
-            state = {
-                "temperature": round(20 + (n % 37) / 10, 1),
-                "humidity": round(40 + (n % 53) / 10, 1),
-                "battery": 90,
-                "linkquality": 100 + n % 50,
-            }
-            self._client.publish(f"zigbee2mqtt/soak_{device}", json.dumps(state).encode(), qos=1)
-            self.sent = n + 1
-
-    def finish(self, timeout: float) -> int:
-        """Wait for the last publish and its acknowledgement; the count acknowledged."""
-        self._thread.join(timeout)
-        deadline = time.monotonic() + timeout
-        while self.acked < self.sent and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.acked
-
-    def close(self) -> None:
-        self._client.loop_stop()
-        self._client.disconnect()
+    return state
 
 
 def _rss_mib(pid: int) -> float:
@@ -178,7 +145,8 @@ def run_soak(
     watch = _StatusWatch(broker, node)
     agent = start_agent(config, env=quiet)
     total = int(rate * seconds)
-    publisher = _StatePublisher(broker, node, total, rate)
+    devices = max(1, min(200, int(rate // 5)))  # each device every few seconds
+    publisher = Publisher(broker, node, total, rate, _states(devices))
     samples: list[Sample] = []
     started = time.monotonic()
 
