@@ -18,8 +18,8 @@ from edge_agent.llm.manifest import Manifest, PromptFormat
 from edge_agent.llm.manifest import verify as verify_folder
 from edge_agent.llm.memory import (
     PageShedder,
-    drop_mapped_pages,
     release_freed_heap,
+    resident_file_bytes,
     shedding_mapped_pages,
 )
 from edge_agent.llm.sampling import TokenPicker
@@ -157,10 +157,12 @@ class OnnxGenerator:
                 log_severity=log_severity,
                 fold_constants=manifest.graph != "fused",
             )
-        dropped = drop_mapped_pages(weight_files)
         # The embedding's lookups fault head pages back in large folios; shed them
         # as generation goes so they do not add up to most of the head again.
         pages = PageShedder(weight_files, every=_SHED_EVERY)
+        before = resident_file_bytes()
+        pages.shed()
+        dropped = max(0, before - resident_file_bytes())
         shared = uses_group_query_attention(graph)
         layout = KvLayout.from_session(session, manifest, shared_buffer=shared)
         generator = cls(
