@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.llm.memory import drop_mapped_pages, resident_file_bytes, shedding_mapped_pages
+from edge_agent.llm.memory import (
+    PageShedder,
+    drop_mapped_pages,
+    resident_file_bytes,
+    shedding_mapped_pages,
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="page residency is read from Linux /proc"
@@ -77,3 +82,44 @@ def test_other_files_are_untouched(tmp_path: Path) -> None:
     path, _ = _weights(tmp_path)
     assert drop_mapped_pages([tmp_path / "missing.data"]) == 0
     assert drop_mapped_pages([path]) == 0  # not mapped at all
+
+
+def _touch(view: np.ndarray) -> int:
+    return int(view[::_PAGE].sum())
+
+
+def test_the_shedder_drops_pages_every_n_positions_and_they_read_back(tmp_path: Path) -> None:
+    path, data = _weights(tmp_path)
+    mapped, view = _map(path)
+    shedder = PageShedder([path], every=64)  # regions are read once, here
+    _touch(view)
+    before = resident_file_bytes()
+
+    shedder.fed(63)
+    kept = resident_file_bytes()
+    shedder.fed(1)
+
+    assert kept >= before - _SIZE // 4  # not yet: 63 positions
+    assert resident_file_bytes() <= before - _SIZE // 2
+    assert np.array_equal(view, data)
+    _touch(view)
+    shedder.shed()  # again, on demand, from the regions read at construction
+    assert resident_file_bytes() <= before - _SIZE // 2
+    assert np.array_equal(view, data)
+    del view
+    mapped.close()
+
+
+def test_the_shedder_leaves_a_mapping_with_a_written_page_alone(tmp_path: Path) -> None:
+    path, data = _weights(tmp_path)
+    mapped, view = _map(path)
+    changed = (int(data[0]) + 1) % 256
+    mapped[0] = changed
+    shedder = PageShedder([path], every=1)
+
+    shedder.fed(1)
+
+    assert view[0] == changed
+    assert np.array_equal(view[1:], data[1:])
+    del view
+    mapped.close()
