@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,11 @@ class _Client:
         self.client.max_queued_messages_set(0)
         self.client.on_message = lambda _c, _u, msg: self.inbox.put(msg)
         self.client.connect("127.0.0.1", port)
+        # An asker that sends its next ask right after acknowledging an answer must not
+        # hold the ask back (Nagle) until the broker ACKs that PUBACK: ~40 ms per ask.
+        sock = self.client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
 
     def wait(self, topic: str, pred: Any = lambda _p: True, timeout: float = 120.0) -> bytes:
@@ -128,7 +134,11 @@ def bench_names(model: Path, count: int = 100_000, asks: int = 5) -> NamesResult
         work = Path(tmp)
         # Mosquitto's default queue (1000 per client) drops what a slow consumer has not
         # taken yet; this measures memory and asks, not that limit.
-        broker = LocalMosquitto(work, extra_config="max_queued_messages 0\n")
+        # As deploy/mosquitto/edge-agent.conf sets them: no queue limit, and no Nagle
+        # delay (without it an answer can wait ~40 ms for the asker's delayed ACK).
+        # As deploy/mosquitto/edge-agent.conf sets them: no queue limit, and no Nagle
+        # delay (without it an answer can wait ~40 ms for the asker's delayed ACK).
+        broker = LocalMosquitto(work, extra_config="max_queued_messages 0\nset_tcp_nodelay true\n")
         broker.start()
         node = f"names-{uuid.uuid4().hex[:6]}"
         config = work / "config.toml"
