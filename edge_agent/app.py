@@ -72,6 +72,7 @@ def load_generator(model: ModelSettings) -> Generator:
             max_tokens=model.draft_max_tokens,
             ngram_min=model.draft_ngram_min,
             ngram_max=max(model.draft_ngram_min, model.draft_ngram_max),
+            short_match_tokens=model.draft_short_match_tokens,
         ),
     )
 

@@ -35,7 +35,26 @@ def test_extend_indexes_new_tokens_and_the_limit_caps_the_draft() -> None:
 def test_a_repeating_run_is_copied_on_through_the_draft() -> None:
     # The latest match of the tail ends right before it: the draft continues the period.
     assert PromptLookup([1, 2, 3, 1, 2, 3, 1, 2]).propose(5) == [3, 1, 2, 3, 1]
-    assert PromptLookup([9, 9]).propose(3) == [9, 9, 9]
+    assert PromptLookup([9, 9], short_match_tokens=0).propose(3) == [9, 9, 9]
+
+
+def test_a_one_token_match_drafts_only_the_short_match_length() -> None:
+    # Only the last token (5) occurred before: weak evidence, one token by default.
+    tokens = [5, 6, 7, 8, 1, 5]
+    assert PromptLookup(tokens).propose(3) == [6]
+    assert PromptLookup(tokens, short_match_tokens=2).propose(3) == [6, 7]
+    assert PromptLookup(tokens, short_match_tokens=0).propose(3) == [6, 7, 8]
+    # A two-token match drafts up to the limit.
+    assert PromptLookup([5, 6, 7, 8, 1, 5, 6]).propose(3) == [7, 8, 1]
+
+
+def test_the_most_frequent_follower_wins_over_the_latest() -> None:
+    # "3 4" was followed by 5 twice, then by 9 once (latest): 5 wins, copied from its
+    # latest occurrence (5 6 after the second "3 4").
+    tokens = [3, 4, 5, 1, 3, 4, 5, 6, 3, 4, 9, 2, 3, 4]
+    assert PromptLookup(tokens, ngram_max=2).propose(2) == [5, 6]
+    # A tie goes to the latest follower.
+    assert PromptLookup([3, 4, 5, 3, 4, 9, 3, 4], ngram_max=2).propose(1) == [9]
 
 
 def test_n_gram_sizes_are_checked() -> None:
@@ -43,3 +62,5 @@ def test_n_gram_sizes_are_checked() -> None:
         DraftConfig(ngram_min=3, ngram_max=2)
     with pytest.raises(ValueError, match="max_tokens"):
         DraftConfig(max_tokens=-1)
+    with pytest.raises(ValueError, match="short_match_tokens"):
+        DraftConfig(short_match_tokens=-1)

@@ -56,8 +56,9 @@ class DecoderEngine(Protocol):
         """A private copy of the cache's first ``n`` positions."""
         ...
 
-    def restore(self, past: Past) -> None:
-        """Make a ``snapshot`` the cache again; the next forward continues after it."""
+    def restore(self, past: Past, positions: int | None = None) -> None:
+        """Make a ``snapshot`` (or its first ``positions``) the cache again; the next
+        forward continues after it."""
         ...
 
 
@@ -137,9 +138,9 @@ class PlainEngine(_Steps):
         """Copies of the first ``n`` positions."""
         return {k: np.ascontiguousarray(v[:, :, :n]) for k, v in self._past.items()}
 
-    def restore(self, past: Past) -> None:
-        """Continue from ``past`` (read-only use, so no copy)."""
-        self._past = dict(past)
+    def restore(self, past: Past, positions: int | None = None) -> None:
+        """Continue from ``past`` or its head (read-only use, so no copy)."""
+        self._past = {k: v[:, :, :positions] for k, v in past.items()}
 
 
 class BoundGrowingEngine(_Steps):
@@ -190,9 +191,12 @@ class BoundGrowingEngine(_Steps):
         """Copies of the first ``n`` positions."""
         return {k: np.ascontiguousarray(v.numpy()[:, :, :n]) for k, v in self._past.items()}
 
-    def restore(self, past: Past) -> None:
+    def restore(self, past: Past, positions: int | None = None) -> None:
         """Wrap the snapshot's arrays (no copy; the graph only reads past inputs)."""
-        self._past = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in past.items()}
+        self._past = {
+            k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v[:, :, :positions]))
+            for k, v in past.items()
+        }
 
 
 class SharedBufferEngine(_Steps):
@@ -336,14 +340,17 @@ class SharedBufferEngine(_Steps):
         self._resident = kept
         return kept
 
-    def restore(self, past: Past) -> None:
-        """Copy the snapshot back into the head of the buffers, unless it is still there."""
-        if past is self._resident:
-            return
-        self._make_room(max(kept.shape[2] for kept in past.values()), keep=0)
-        for name, kept in past.items():
-            self._buffers[name][:, :, : kept.shape[2]] = kept
-        self._resident = past
+    def restore(self, past: Past, positions: int | None = None) -> None:
+        """Copy the snapshot (or its first ``positions``) back into the head of the
+        buffers, unless it is still there."""
+        length = max(kept.shape[2] for kept in past.values())
+        count = length if positions is None else min(positions, length)
+        if past is not self._resident:
+            self._make_room(count, keep=0)
+            for name, kept in past.items():
+                self._buffers[name][:, :, :count] = kept[:, :, :count]
+        # Only a whole snapshot stays resident: the next steps write from ``count`` on.
+        self._resident = past if count == length else None
 
 
 def make_engine(

@@ -408,7 +408,10 @@ class OnnxGenerator:
         if self._draft_limit <= 0 or not _greedy(request):
             return None
         return PromptLookup(
-            prompt, ngram_min=self._draft.ngram_min, ngram_max=self._draft.ngram_max
+            prompt,
+            ngram_min=self._draft.ngram_min,
+            ngram_max=self._draft.ngram_max,
+            short_match_tokens=self._draft.short_match_tokens,
         )
 
     def _start_from_prefix(self, prompt: list[int], positions: int) -> int:
@@ -419,16 +422,15 @@ class OnnxGenerator:
         """
         self._engine.reserve(positions, keep=0)
         kept = self._prefix
+        # The kept head's first positions serve any prompt that starts with the same
+        # tokens, even if it goes on differently (requests pick their own examples).
         # At least one token must still be fed: the step's logits come from it.
-        if (
-            kept is None
-            or len(kept.ids) >= len(prompt)
-            or tuple(prompt[: len(kept.ids)]) != kept.ids
-        ):
+        shared = _common_prefix(kept.ids, prompt, len(prompt) - 1) if kept else 0
+        if kept is None or shared == 0:
             self._engine.reset()
             return 0
-        self._engine.restore(kept.past)
-        return len(kept.ids)
+        self._engine.restore(kept.past, shared)
+        return shared
 
     def _keep_prefix(self, request: GenerationRequest, prompt: list[int]) -> None:
         """Keep the KV cache of the prompt's static head, right after its prefill."""
@@ -453,6 +455,14 @@ class OnnxGenerator:
             # At load time a failing forward pass means a broken folder, not a bad request.
             raise ModelError(f"the model loads but cannot generate: {exc}") from exc
         log.info("model_warmed_up", latency_s=round(result.latency_s, 4))
+
+
+def _common_prefix(kept: tuple[int, ...], prompt: list[int], limit: int) -> int:
+    """How many leading tokens ``kept`` and ``prompt`` share, at most ``limit``."""
+    n = min(len(kept), limit)
+    if tuple(prompt[:n]) == kept[:n]:
+        return n  # the usual case: the whole kept head
+    return next(i for i, (a, b) in enumerate(zip(kept, prompt, strict=False)) if a != b)
 
 
 def _greedy(request: GenerationRequest) -> bool:

@@ -154,6 +154,13 @@ class ModelSettings(Section):
     draft_ngram_max: int = Field(
         3, ge=1, le=8, description="Longest tail (in tokens) looked up to draft from."
     )
+    draft_short_match_tokens: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Most drafted tokens when only the last token matched earlier text "
+        "(weak evidence); 0 = as many as a longer match.",
+    )
 
     @model_validator(mode="after")
     def _check_backend(self) -> ModelSettings:
