@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -78,18 +80,28 @@ def run_child(
     contender: Contender, workload: Path, *, threads: int, context: int, timeout_s: float
 ) -> EngineResult:
     """One child process; a crash or timeout becomes a skipped row, not an exception."""
+    args = ("--threads", str(threads), "--context", str(context))
+    raw, why = launch_child(contender, "edge_agent.bench.child", workload, args, timeout_s)
+    if raw is None:
+        return EngineResult(engine=contender.engine, skipped=why)
+    result = EngineResult(**raw)
+    log.info("bench_engine_finished", engine=contender.engine, skipped=result.skipped or None)
+    return result
+
+
+def launch_child(
+    contender: Contender,
+    module: str,
+    workload: Path,
+    args: Sequence[str],
+    timeout_s: float,
+) -> tuple[dict[str, Any] | None, str]:
+    """``python -m MODULE ENGINE MODEL WORKLOAD ARGS`` with the contender's Python: the
+    last JSON object it printed for its engine, or None and why there is none."""
     command = [
-        contender.python,
-        "-m",
-        "edge_agent.bench.child",
-        contender.engine,
-        str(contender.model),
-        str(workload),
-        "--threads",
-        str(threads),
-        "--context",
-        str(context),
-    ]
+        contender.python, "-m", module, contender.engine, str(contender.model), str(workload),
+        *args,
+    ]  # fmt: skip
     path = os.environ.get("PYTHONPATH", "")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(_PACKAGE_ROOT), path) if p)}
     log.info("bench_engine_started", engine=contender.engine, model=str(contender.model))
@@ -98,28 +110,16 @@ def run_child(
             command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
         )
     except subprocess.TimeoutExpired:
-        return EngineResult(engine=contender.engine, skipped=f"timed out after {timeout_s:.0f} s")
+        return None, f"timed out after {timeout_s:.0f} s"
     except OSError as exc:
-        return EngineResult(
-            engine=contender.engine, skipped=f"cannot run {contender.python}: {exc}"
-        )
-    result = _last_result(done.stdout)
-    if result is None or (done.returncode not in (0, SKIPPED_EXIT)):
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        return EngineResult(
-            engine=contender.engine,
-            skipped=f"child exited with {done.returncode}: {tail or 'no output'}",
-        )
-    log.info("bench_engine_finished", engine=contender.engine, skipped=result.skipped or None)
-    return result
-
-
-def _last_result(stdout: str) -> EngineResult | None:
-    for line in reversed(stdout.strip().splitlines()):
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(raw, dict) and "engine" in raw and "prefill_tok_s" in raw:
-            return EngineResult(**raw)
-    return None
+        return None, f"cannot run {contender.python}: {exc}"
+    if done.returncode in (0, SKIPPED_EXIT):  # exit 3: a skipped result, printed as usual
+        for line in reversed(done.stdout.strip().splitlines()):
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(raw, dict) and raw.get("engine") == contender.engine:
+                return raw, ""
+    tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+    return None, f"child exited with {done.returncode}: {tail or 'no output'}"

@@ -23,12 +23,9 @@ machine's drift.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +33,7 @@ from typing import Any, Literal
 import structlog
 
 from edge_agent.bench.narration import LIMITS, synthetic_cases
-from edge_agent.bench.speed_child import SKIPPED_EXIT
+from edge_agent.bench.runner import Contender, launch_child
 from edge_agent.findings import FindingRules, find
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.llm.manifest import Manifest
@@ -46,7 +43,6 @@ from edge_agent.semantics import Naming
 
 log = structlog.get_logger(__name__)
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = (
     "Is it warm in there?",
     "What is the humidity?",
@@ -134,15 +130,6 @@ def workload(
     return {"cases": out, "eos": list(manifest.eos_token_ids), "context": 2048}
 
 
-@dataclass(frozen=True, slots=True)
-class Contender:
-    """One engine, its model file or folder, and the Python to run it with."""
-
-    engine: str
-    model: Path
-    python: str
-
-
 def run_rounds(
     contenders: list[Contender],
     work: dict[str, Any],
@@ -172,37 +159,9 @@ def run_rounds(
 def _child(
     contender: Contender, workload: Path, *, threads: int, timeout_s: float
 ) -> dict[str, Any]:
-    command = [
-        contender.python,
-        "-m",
-        "edge_agent.bench.speed_child",
-        contender.engine,
-        str(contender.model),
-        str(workload),
-        "--threads",
-        str(threads),
-    ]
-    path = os.environ.get("PYTHONPATH", "")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(_PACKAGE_ROOT), path) if p)}
-    log.info("bench_engine_started", engine=contender.engine, model=str(contender.model))
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"engine": contender.engine, "skipped": f"timed out after {timeout_s:.0f} s"}
-    except OSError as exc:
-        return {"engine": contender.engine, "skipped": f"cannot run {contender.python}: {exc}"}
-    for line in reversed(done.stdout.strip().splitlines()):
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            continue
-        ours = isinstance(raw, dict) and raw.get("engine") == contender.engine
-        if ours and done.returncode in (0, SKIPPED_EXIT):
-            return dict(raw)
-    tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-    return {"engine": contender.engine, "skipped": f"exit {done.returncode}: {tail or 'no output'}"}
+    args = ("--threads", str(threads))
+    raw, why = launch_child(contender, "edge_agent.bench.speed_child", workload, args, timeout_s)
+    return raw if raw is not None else {"engine": contender.engine, "skipped": why}
 
 
 def write_genai_config(folder: Path, *, threads: int = 2) -> None:

@@ -15,7 +15,8 @@ _DEFAULT_PEER_VENV = Path.home() / ".cache" / "edge-agent" / "bench-venv" / "bin
 
 def speed(args: argparse.Namespace) -> int:
     """Build the requests, run every engine per round, print the table (and JSON)."""
-    from edge_agent.bench.speed import Contender, render, run_rounds, summarise, workload
+    from edge_agent.bench.runner import Contender
+    from edge_agent.bench.speed import render, run_rounds, summarise, workload
     from edge_agent.logs import configure_logging
 
     if args.rounds < 1 or args.speed_windows < 1:
