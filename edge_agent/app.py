@@ -235,15 +235,8 @@ def assemble(
 
     ``constraint`` is the actions' compiled grammar (:func:`load`); none, no actions.
     """
-    ha, mqtt = settings.homeassistant, settings.mqtt
-    node = build_node(
-        mqtt,
-        ha,
-        settings.sensors.subscriptions,
-        settings.model,
-        model_id=generator.model_id,
-        area_names=settings.summary.area_names,
-    )
+    ha = settings.homeassistant
+    node = build_node(settings, model_id=generator.model_id)
     ours = topics(settings)
     approve, reject = ours.action_approve, ours.action_reject
     acting = any(a.mode != "off" for a in settings.actions.allow)

@@ -257,8 +257,6 @@ def test_the_device_model_is_short_and_the_same_before_and_after_loading(
     s = Settings(model={"path": str(tiny_model.int4_dir)})
     assert model_label(tiny_model.int4_dir) == "Gemma 2 int4"
     # `ha print-discovery` (no model loaded) and the service (with the loaded id) agree.
-    cli = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
-    run = build_node(
-        s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model, model_id="gemma2:x@1234"
-    )
+    cli = build_node(s)
+    run = build_node(s, model_id="gemma2:x@1234")
     assert cli.model_id == run.model_id == "Gemma 2 int4"

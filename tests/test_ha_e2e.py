@@ -160,7 +160,7 @@ def test_discovery_is_retained_republished_on_birth_and_removed(
 ) -> None:
     config, node_id = write_config(tmp_path, broker.host, broker.port)
     s = load_settings(config)
-    node = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
+    node = build_node(s)
     assert node.node_id == node_id
     assert node.areas == ("Hall",)
 

@@ -53,7 +53,7 @@ def test_discovery_is_removed_before_the_state_topics_are_cleared(
 ) -> None:
     config, node_id = _config(tmp_path, broker)
     s = load_settings(config)
-    node = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
+    node = build_node(s)
     discovery = []
     if layout in ("device", "both"):
         discovery += device_discovery(node)
@@ -120,7 +120,7 @@ def test_remove_clears_a_tls_broker_with_the_config_run_uses(
         f'cert_file = "{tls_broker.dir}/client.pem"\nkey_file = "{tls_broker.dir}/client.key"\n'
     )
     s = load_settings(config)
-    node = build_node(s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model)
+    node = build_node(s)
     seeded = {m.topic: m.to_payload() for m in device_discovery(node)}
     seeded |= {t: b'{"schema_version": 1}' for t in retained_state_topics(node)}
     seeded[node.topic("action/pending")] = b'{"schema_version": 1, "state": "none"}'

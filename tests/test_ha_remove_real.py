@@ -82,9 +82,7 @@ def _config(tmp_path: Path, broker: Broker) -> tuple[Path, HaNode]:
         '[[sensors.subscriptions]]\ntopic = "zigbee2mqtt/living/#"\narea = "Living Room"\n'
     )
     s = load_settings(path)
-    node = build_node(
-        s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model, area_names=s.summary.area_names
-    )
+    node = build_node(s)
     return path, node
 
 
@@ -214,9 +212,7 @@ def test_what_edge_agent_run_left_behind_is_removed_without_a_logged_error(
         tmp_path, broker, tiny_model.int4_dir, extra=areas, interval_s=1.0, max_new_tokens=8
     )
     s = load_settings(config)
-    node = build_node(
-        s.mqtt, s.homeassistant, s.sensors.subscriptions, s.model, area_names=s.summary.area_names
-    )
+    node = build_node(s)
     assert node.node_id == node_id
     expected = {f"{node_id}_{c.object_id}" for c in components(node)}
     probe.subscribe(node.topic("#"))

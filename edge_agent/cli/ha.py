@@ -110,13 +110,7 @@ def _print_discovery(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     s = settings
-    node = build_node(
-        s.mqtt,
-        s.homeassistant,
-        s.sensors.subscriptions,
-        s.model,
-        area_names=s.summary.area_names,
-    )
+    node = build_node(s)
     for message in discovery_messages(node, args.mode or s.homeassistant.discovery_mode):
         print(message.topic)
         print(json.dumps(message.config, indent=2, ensure_ascii=False))
@@ -129,13 +123,7 @@ def _remove(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     s = settings
-    node = build_node(
-        s.mqtt,
-        s.homeassistant,
-        s.sensors.subscriptions,
-        s.model,
-        area_names=s.summary.area_names,
-    )
+    node = build_node(s)
     prefix = node.discovery_prefix
     plan = RemovalPlan(
         device_discovery=node.device_config_topic,

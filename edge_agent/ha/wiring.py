@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.errors import ModelError
 from edge_agent.ha.discovery import HaNode
 from edge_agent.llm.manifest import Manifest
-from edge_agent.settings import HomeAssistantSettings, ModelSettings, MqttSettings, Subscription
+from edge_agent.settings import Settings, Subscription
 
 
 def configured_areas(subscriptions: Iterable[Subscription]) -> tuple[str, ...]:
@@ -33,22 +33,17 @@ def model_label(folder: Path) -> str | None:
         return None
 
 
-def build_node(
-    mqtt: MqttSettings,
-    ha: HomeAssistantSettings,
-    subscriptions: Iterable[Subscription],
-    model: ModelSettings,
-    model_id: str | None = None,
-    area_names: Mapping[str, str] | None = None,
-) -> HaNode:
-    """The discovery inputs; the device model is the folder's short :func:`model_label`,
-    else ``model_id``, else the folder's name."""
+def build_node(settings: Settings, model_id: str | None = None) -> HaNode:
+    """The discovery inputs of ``settings``, the same for ``run`` and the CLI; the device
+    model is the folder's short :func:`model_label`, else ``model_id``, else the folder's
+    name."""
+    model = settings.model
     return HaNode(
-        node_id=mqtt.node_id,
-        base_topic=mqtt.base_topic,
-        discovery_prefix=ha.discovery_prefix,
+        node_id=settings.mqtt.node_id,
+        base_topic=settings.mqtt.base_topic,
+        discovery_prefix=settings.homeassistant.discovery_prefix,
         version=__version__,
         model_id=model_label(model.path) or model_id or model.path.name,
-        areas=configured_areas(subscriptions),
-        area_names=dict(area_names or {}),
+        areas=configured_areas(settings.sensors.subscriptions),
+        area_names=dict(settings.summary.area_names),
     )
