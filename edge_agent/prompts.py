@@ -217,21 +217,14 @@ def summary_prompt(
         lines.insert(0, f"- {labels[4]}")
     colon = " :" if language == "fr" else ":"
     notes = f"{labels[0]} ({area_name}){colon}\n" + "\n".join(lines) + "\n"
-    ids = tuple(f.fact_id for f in shown)
-    citable = [n for f in shown for n in f.numbers]
-    if style == "completion":
-        examples = fill_examples(
-            _SUMMARY_EXAMPLES.get(language, _SUMMARY_EXAMPLES["en"]), citable, language
-        )
-        return Prompt(
-            _instructions(language, home, False) + examples,
-            notes + labels[1],
-            ("\n\n", "\nNotes"),
-            ids,
-            _EXAMPLE_WORDS,
-        )
-    return Prompt(
-        _instructions(language, home, False), notes + "Summarise these notes.", (), ids, ()
+    return _prompt(
+        shown,
+        answer=False,
+        completion=(notes + labels[1], ("\n\n", "\nNotes")),
+        chat=notes + "Summarise these notes.",
+        style=style,
+        language=language,
+        home=home,
     )
 
 
@@ -248,20 +241,41 @@ def answer_prompt(
     colon = " :" if language == "fr" else ":"
     notes = f"{labels[0]}{colon}\n" + "\n".join(_note(f, True, language) for f in findings)
     clean = " ".join(question.split())
-    ids = tuple(f.fact_id for f in findings)
-    citable = [n for f in findings for n in f.numbers]
-    if style == "completion":
-        examples = fill_examples(
-            _ANSWER_EXAMPLES.get(language, _ANSWER_EXAMPLES["en"]), citable, language
-        )
-        return Prompt(
-            _instructions(language, home, True) + examples,
+    return _prompt(
+        findings,
+        answer=True,
+        completion=(
             f"{notes}\n{labels[3]} {clean}\n{labels[2]}",
             ("\n\n", "\nNotes", "\nQuestion"),
-            ids,
-            _EXAMPLE_WORDS,
-        )
-    return Prompt(_instructions(language, home, True), f"{notes}\nQuestion: {clean}", (), ids)
+        ),
+        chat=f"{notes}\nQuestion: {clean}",
+        style=style,
+        language=language,
+        home=home,
+    )
+
+
+def _prompt(
+    shown: Sequence[Finding],
+    *,
+    answer: bool,
+    completion: tuple[str, tuple[str, ...]],
+    chat: str,
+    style: PromptFormat,
+    language: str,
+    home: str,
+) -> Prompt:
+    """Instructions (and, for a base model, few-shot examples whose numbers no shown
+    finding could cite) ahead of the request: ``completion`` is its text and stop
+    strings for a base model, ``chat`` its text for a chat template."""
+    ids = tuple(f.fact_id for f in shown)
+    instructions = _instructions(language, home, answer)
+    if style != "completion":
+        return Prompt(instructions, chat, (), ids)
+    table = _ANSWER_EXAMPLES if answer else _SUMMARY_EXAMPLES
+    citable = [n for f in shown for n in f.numbers]
+    examples = fill_examples(table.get(language, table["en"]), citable, language)
+    return Prompt(instructions + examples, completion[0], completion[1], ids, _EXAMPLE_WORDS)
 
 
 # --- titles and fallback text -----------------------------------------------------------
