@@ -414,7 +414,7 @@ def _mentions(text: str, name: str) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text) for v in variants)
 
 
-def mentions(text: str, finding: Finding) -> bool:
+def states_finding(text: str, finding: Finding) -> bool:
     """Whether ``text`` states ``finding``: one of its numbers, or its state word."""
     written = [(read_number(t.text), t.unit) for t in tokens(text) if t.kind == "num"]
     for number in finding.numbers:
@@ -425,8 +425,9 @@ def mentions(text: str, finding: Finding) -> bool:
                 return True
     if finding.vocabulary is not None and finding.state is not None:
         lowered = text.lower()
-        for lang in finding.vocabulary.words.values():
-            for word in (*lang.current(finding.state), *lang.event(finding.state)):
-                if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered):
-                    return True
+        return any(
+            _mentions(lowered, word)
+            for lang in finding.vocabulary.words.values()
+            for word in (*lang.current(finding.state), *lang.event(finding.state))
+        )
     return False

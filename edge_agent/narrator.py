@@ -22,7 +22,7 @@ import structlog
 from edge_agent.domain import Excursion, ExplainedChange, MetricFacts
 from edge_agent.errors import GenerationError
 from edge_agent.findings import Finding, FindingRules, Findings, find
-from edge_agent.grounding import check, mentions
+from edge_agent.grounding import check, states_finding
 from edge_agent.llm.base import GenerationRequest, Generator
 from edge_agent.mentions import NameIndex
 from edge_agent.numguard import NumberGuard
@@ -425,7 +425,7 @@ def reject_reason(
     )
     if not result.ok:
         return f"grounding: {result.reason}"
-    if not question and shown and shown[0].notable and not mentions(text, shown[0]):
+    if not question and shown and shown[0].notable and not states_finding(text, shown[0]):
         # True but beside the point: a summary that leaves out what matters most (CO2
         # over its limit, a door left open) would read as "all is well".
         return "missed top finding"

@@ -8,7 +8,8 @@ import pytest
 
 from edge_agent.domain import Excursion, MetricFacts
 from edge_agent.findings import Finding, FindingRules, find
-from edge_agent.grounding import check, read_number
+from edge_agent.grounding import check, read_number, states_finding
+from edge_agent.narrator import reject_reason
 from edge_agent.semantics import Naming
 
 H = 3600.0
@@ -118,3 +119,27 @@ def test_numbers_are_read_as_people_write_them() -> None:
         (-3.0, 0),
         (0.25, 2),
     ]
+
+
+@pytest.mark.parametrize(
+    ("finding", "text", "stated"),
+    [
+        (0, "CO2 is 1,250 ppm, above the limit.", True),
+        (0, "The office is at 20.4 °C and 46 % humidity.", False),
+        (1, "The office is occupied.", True),  # a state word, no time
+        (1, "Someone has been there since 08:12.", True),  # the time alone
+        (2, "The door is closed.", True),
+        (2, "CO2 is 1,250 ppm.", False),
+    ],
+)
+def test_states_finding_by_number_time_or_state_word(finding: int, text: str, stated: bool) -> None:
+    assert states_finding(text, SHOWN[finding]) is stated
+
+
+def test_a_summary_without_its_notable_top_finding_is_refused() -> None:
+    # True but misleading: CO2 is over its limit and the text says nothing of it.
+    text = "The office is at 20.4 °C and 46 % humidity."
+    assert reject_reason(text, SHOWN, "eos") == "missed top finding"
+    assert reject_reason("CO2 is 1,250 ppm, above the 1,200 ppm limit.", SHOWN, "eos") == ""
+    # An answer is about its question, not the window's top finding.
+    assert reject_reason(text, SHOWN, "eos", question="How warm is it?") == ""

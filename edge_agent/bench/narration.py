@@ -31,7 +31,7 @@ from edge_agent.bench.scorer import Row, Window, score
 from edge_agent.domain import Excursion, MetricFacts
 from edge_agent.facts import WindowStore
 from edge_agent.findings import FindingRules, Findings, find
-from edge_agent.grounding import mentions
+from edge_agent.grounding import states_finding
 from edge_agent.ingest import Payload, build_source
 from edge_agent.llm.base import Generator
 from edge_agent.narrator import judge, narration_request, plan_summary
@@ -380,7 +380,7 @@ def _tally(
         tally.role_errors += 1
         tally.examples.append(f"role error {errors[0].detail!r} in {text!r}")
     top = found.top
-    if top is None or mentions(text, top):
+    if top is None or states_finding(text, top):
         tally.recalled += 1
     elif len(tally.examples) < 6:
         tally.examples.append(f"top finding {top.phrase!r} missing from {text!r}")
