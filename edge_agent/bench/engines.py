@@ -20,10 +20,25 @@ import numpy.typing as npt
 
 from edge_agent.bench.result import EngineResult, RunTimes, peak_rss_mb, summarise
 from edge_agent.bench.workload import Workload
+from edge_agent.llm.base import LogitsProcessor
 
 
 class PeerMissing(Exception):
     """A peer's Python package or model file is not available."""
+
+
+def mask_eos(eos_ids: Sequence[int]) -> LogitsProcessor:
+    """A logits hook that never lets eos win: random-weight models hit eos at random, and
+    masking it makes every run equally long."""
+    eos = np.asarray(eos_ids, dtype=np.int64)
+
+    def no_eos(
+        generated: Sequence[int], logits: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        logits[eos] = -np.inf
+        return logits
+
+    return no_eos
 
 
 def run_ours(model_dir: Path, threads: int, work: Workload, context: int) -> EngineResult:
@@ -34,14 +49,7 @@ def run_ours(model_dir: Path, threads: int, work: Workload, context: int) -> Eng
     started = time.perf_counter()
     generator = OnnxGenerator.load(model_dir, threads=threads, verify=False, context_tokens=context)
     load_s = time.perf_counter() - started
-    # Random-weight models hit eos at random; masking it makes every run equally long.
-    eos = np.asarray(generator.manifest.eos_token_ids, dtype=np.int64)
-
-    def no_eos(
-        generated: Sequence[int], logits: npt.NDArray[np.float32]
-    ) -> npt.NDArray[np.float32]:
-        logits[eos] = -np.inf
-        return logits
+    no_eos = mask_eos(generator.manifest.eos_token_ids)
 
     def once(text: str, new: int, prefix_chars: int = 0) -> RunTimes:
         request = GenerationRequest(

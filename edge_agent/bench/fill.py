@@ -14,15 +14,14 @@ import argparse
 import json
 import resource
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 
 
 def main(argv: list[str] | None = None) -> int:
     """Fill the context, decode, print the JSON line."""
+    from edge_agent.bench.engines import mask_eos
     from edge_agent.llm.base import GenerationRequest
     from edge_agent.llm.draft import DraftConfig
     from edge_agent.llm.runtime import OnnxGenerator
@@ -43,13 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         context_tokens=args.context,
         draft=DraftConfig(enabled=False),
     )
-    eos = np.asarray(generator.manifest.eos_token_ids, dtype=np.int64)
-
-    def no_eos(
-        generated: Sequence[int], logits: npt.NDArray[np.float32]
-    ) -> npt.NDArray[np.float32]:
-        logits[eos] = -np.inf
-        return logits
+    no_eos = mask_eos(generator.manifest.eos_token_ids)
 
     rng = np.random.default_rng(0)
     text = " ".join(f"t{i}" for i in rng.integers(1000, 200000, size=args.prompt_tokens))
