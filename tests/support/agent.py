@@ -62,6 +62,17 @@ def start_agent(
         )
 
 
+def stop_agent(agent: subprocess.Popen[str], timeout: float = 30) -> None:
+    """SIGTERM a still-running agent, SIGKILL it if it has not exited by ``timeout``."""
+    if agent.poll() is None:
+        agent.terminate()
+        try:
+            agent.wait(timeout)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run one CLI command to completion."""
     return subprocess.run(

@@ -18,7 +18,6 @@ import argparse
 import json
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.demo.broker import LocalMosquitto
-from tests.support.agent import start_agent, write_config
+from tests.support.agent import start_agent, stop_agent, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 DROP_IN = REPO / "deploy" / "mosquitto" / "edge-agent.conf"
@@ -250,12 +249,7 @@ def run_flow(
         observer.close()
         watcher.loop_stop()
         watcher.disconnect()
-        if agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
+        stop_agent(agent)
     seen = observer.seen
     lost = [n for n in range(1, total + 1) if not seen[n]]
     duplicates = sum(c - 1 for c in seen.values() if c > 1)

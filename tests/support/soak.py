@@ -25,7 +25,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from edge_agent.demo.broker import LocalMosquitto
-from tests.support.agent import start_agent, write_config
+from tests.support.agent import start_agent, stop_agent, write_config
 from tests.support.delivery import Publisher, _client, _wait, own_broker
 
 READINGS_PER_MESSAGE = 4
@@ -196,12 +196,7 @@ def run_soak(
     finally:
         publisher.close()
         watch.close()
-        if agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(30)
-            except Exception:
-                agent.kill()
+        stop_agent(agent)
 
 
 def main() -> None:
