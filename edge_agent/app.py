@@ -73,6 +73,7 @@ def load_generator(model: ModelSettings) -> Generator:
             ngram_min=model.draft_ngram_min,
             ngram_max=max(model.draft_ngram_min, model.draft_ngram_max),
             short_match_tokens=model.draft_short_match_tokens,
+            history_tokens=model.draft_history_tokens,
         ),
     )
 

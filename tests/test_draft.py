@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from edge_agent.llm.draft import DraftConfig, PromptLookup
+from edge_agent.llm.draft import DraftConfig, DraftHistory, PromptLookup
 
 
 def test_the_longest_match_wins_and_its_continuation_is_proposed() -> None:
@@ -64,3 +66,62 @@ def test_n_gram_sizes_are_checked() -> None:
         DraftConfig(max_tokens=-1)
     with pytest.raises(ValueError, match="short_match_tokens"):
         DraftConfig(short_match_tokens=-1)
+    with pytest.raises(ValueError, match="history_tokens"):
+        DraftConfig(history_tokens=-1)
+
+
+def test_the_history_chains_the_most_frequent_follower_of_the_longest_match() -> None:
+    history = DraftHistory(100, context=2)
+    # Two outputs after the same prompt tail (8, 9): "1 2 3 4" twice, "1 2 7" once.
+    for output in ([1, 2, 3, 4], [1, 2, 7], [1, 2, 3, 4]):
+        history.record([5, 8, 9], output)
+    assert len(history) == 3 * 2 + 4 + 3 + 4
+    assert history.propose([8, 9], 4) == [1, 2, 3, 4]
+    # "9 1 2" was followed by 3 twice and 7 once; nothing ever followed an output's end.
+    assert history.match([0, 9, 1, 2]) == 3
+    assert history.propose([0, 9, 1, 2], 1) == [3]
+    assert (history.match([2, 7]), history.propose([2, 7], 3)) == (0, [])
+    assert history.propose([6, 6], 3) == []
+    history.clear()
+    assert (len(history), history.propose([8, 9], 4)) == (0, [])
+
+
+def test_the_history_forgets_its_oldest_outputs_beyond_its_capacity() -> None:
+    history = DraftHistory(8, context=0)
+    history.record([], [1, 2, 3, 4])
+    history.record([], [1, 2, 9, 9])
+    assert history.propose([1, 2], 1) == [9]  # a tie: the latest sighting
+    history.record([], [5, 6, 7])  # 11 tokens > 8: the first output is forgotten
+    assert len(history) == 7
+    assert history.propose([2], 2) == [9, 9]
+    assert history.match([3]) == 0
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=12), min_size=1, max_size=12),
+    st.integers(1, 40),
+)
+def test_the_history_index_is_always_that_of_the_outputs_it_holds(
+    outputs: list[list[int]], capacity: int
+) -> None:
+    history = DraftHistory(capacity, ngram_max=3, context=0)
+    for output in outputs:
+        history.record([], output)
+    held = list(history._held)
+    fresh = DraftHistory(10**6, ngram_max=3, context=0)
+    for output in held:
+        fresh.record([], output)
+    # Counts must match exactly (recency serials differ by construction).
+    counts = {k: {t: v[0] for t, v in f.items()} for k, f in history._next.items()}
+    assert counts == {k: {t: v[0] for t, v in f.items()} for k, f in fresh._next.items()}
+    assert len(history) == sum(map(len, held)) <= max(capacity, 0)
+
+
+def test_a_longer_history_match_drafts_instead_of_the_prompt() -> None:
+    history = DraftHistory(100, context=0)
+    history.record([], [40, 41, 42, 43, 44])
+    # The prompt knows "42" once (followed by 7); history knows "41 42" -> 43 44.
+    lookup = PromptLookup([42, 7, 41, 42], history=history)
+    assert lookup.propose(2) == [43, 44]
+    # An equally long prompt match keeps the prompt's continuation.
+    assert PromptLookup([42, 7, 42], history=history).propose(1) == [7]

@@ -164,6 +164,33 @@ def test_the_prefix_cache_and_drafting_together_match_plain_decoding(
     assert drafting.reused_tokens_total > 0
 
 
+def test_remembered_outputs_draft_a_repeated_narration_and_change_no_text(
+    k4_folder: Path,
+) -> None:
+    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False, pairs=True))
+    forgetful = OnnxGenerator.load(k4_folder, draft=DraftConfig(history_tokens=0))
+    drafting = OnnxGenerator.load(k4_folder)
+
+    for user in PROMPTS:
+        request = GenerationRequest(plain.render(user), 32)
+        want = plain.generate(request).text
+        first = drafting.generate(request)
+        assert drafting.last_times is not None
+        cold = drafting.last_times.accepted_tokens
+        # The same narration again: the history has its every phrase, past the prompt's.
+        again = drafting.generate(request)
+        assert drafting.last_times is not None
+        warm = drafting.last_times.accepted_tokens
+        assert first.text == again.text == want == forgetful.generate(request).text
+        assert warm >= cold
+        if first.new_tokens >= 8:
+            assert warm >= first.new_tokens // 2, (user, cold, warm)
+    drafting.forget_drafts()
+    assert drafting.generate(GenerationRequest(plain.render(PROMPTS[2]), 32)).text == (
+        plain.generate(GenerationRequest(plain.render(PROMPTS[2]), 32)).text
+    )
+
+
 def test_sampling_decodes_without_drafts_and_as_before(
     pair: tuple[OnnxGenerator, OnnxGenerator],
 ) -> None:

@@ -71,6 +71,9 @@ def _ours(model: Path, threads: int, work: dict[str, Any], *, mode: str) -> list
 
     cases = work["cases"]
     once(cases[0])
+    # The timed requests start from no remembered output, as after a restart; the
+    # warm-up's own text would otherwise draft the first timed request whole.
+    generator.forget_drafts()
     return [once(case) for case in cases]
 
 

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer  # no py.typed
 from edge_agent.errors import ContextOverflowError, GenerationError, ModelError
 from edge_agent.llm.base import Generation, GenerationRequest
 from edge_agent.llm.binding import DecoderEngine, make_engine
-from edge_agent.llm.draft import DraftConfig, PromptLookup
+from edge_agent.llm.draft import DraftConfig, DraftHistory, PromptLookup
 from edge_agent.llm.manifest import Manifest, PromptFormat
 from edge_agent.llm.manifest import verify as verify_folder
 from edge_agent.llm.memory import (
@@ -109,6 +109,11 @@ class OnnxGenerator:
         # folder that verifies, greedy passes therefore always carry two positions or
         # more, so every position is computed by the same kernel, drafts or not.
         self._pairs = bool(rows and rows > 1) and (self._draft.enabled or self._draft.pairs)
+        self._history = (
+            DraftHistory(self._draft.history_tokens)
+            if self._draft_limit > 0 and self._draft.history_tokens > 0
+            else None
+        )
         self._prefix: PrefixCache | None = None
         self.reused_tokens_total = 0
         """Prompt tokens served from the kept prefix cache instead of prefilled, in total."""
@@ -369,6 +374,8 @@ class OnnxGenerator:
             scanner.finish(text)
         if self._pages is not None:
             self._pages.shed()  # what this request mapped back is no use to the next
+        if lookup is not None and self._history is not None:
+            self._history.record(prompt, new)
         finished_at = time.monotonic()
         latency = finished_at - started
         self.last_times = StepTimes(
@@ -412,7 +419,13 @@ class OnnxGenerator:
             ngram_min=self._draft.ngram_min,
             ngram_max=self._draft.ngram_max,
             short_match_tokens=self._draft.short_match_tokens,
+            history=self._history,
         )
+
+    def forget_drafts(self) -> None:
+        """Forget the outputs remembered for drafting (they change speed, never text)."""
+        if self._history is not None:
+            self._history.clear()
 
     def _start_from_prefix(self, prompt: list[int], positions: int) -> int:
         """Size the cache for ``positions``; load the kept prefix if the prompt starts with it.
@@ -454,6 +467,7 @@ class OnnxGenerator:
         except GenerationError as exc:
             # At load time a failing forward pass means a broken folder, not a bad request.
             raise ModelError(f"the model loads but cannot generate: {exc}") from exc
+        self.forget_drafts()  # "Hello." is no guide to what the service will write
         log.info("model_warmed_up", latency_s=round(result.latency_s, 4))
 
 

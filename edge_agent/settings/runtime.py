@@ -161,6 +161,14 @@ class ModelSettings(Section):
         description="Most drafted tokens when only the last token matched earlier text "
         "(weak evidence); 0 = as many as a longer match.",
     )
+    draft_history_tokens: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="Tokens of recent outputs remembered to draft from: the service "
+        "narrates the same rooms in the same phrases, many of them not in the next "
+        "prompt. Changes speed only, never the text; 0 = draft from the prompt only.",
+    )
 
     @model_validator(mode="after")
     def _check_backend(self) -> ModelSettings:
