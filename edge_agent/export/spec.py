@@ -8,7 +8,7 @@ ROUNDINGS = ("nearest", "search", "calibrated")
 """How int4 scales may be chosen (``QuantSpec.rounding``)."""
 KV_DTYPES = ("float32", "float16")
 """KV cache element types a fused graph can be exported with."""
-DEFAULT_VERIFY_POSITIONS = 3
+DEFAULT_VERIFY_POSITIONS = 4
 """Positions the LM head scores per forward pass in a new export (drafting verifies
 K-1 drafted tokens in one pass). It costs nothing without drafting: a one-token step
 still computes one row. Chosen by measurement (models/README.md, "Drafting")."""

@@ -103,9 +103,11 @@ class OnnxGenerator:
         self._draft_limit = min(cap, rows - 1) if rows else cap
         if not self._draft.enabled:
             self._draft_limit = 0
-        # onnxruntime's int8-activation MatMulNBits computes a one-row pass with another
-        # kernel than a multi-row one, and their logits differ by a few tenths: greedy
-        # text would then depend on which positions were verified in a batch. With a
+        # onnxruntime's float GEMM has its own one-row kernel (x86-64, aarch64), which attention
+        # takes on a one-position pass (probabilities times values); it rounds otherwise
+        # than the multi-row kernel, and int8 activations amplify that to logits a few
+        # tenths apart: greedy text would then depend on which positions were verified
+        # in a batch (MatMulNBits alone is bit-identical at any row count). With a
         # folder that verifies, greedy passes therefore always carry two positions or
         # more, so every position is computed by the same kernel, drafts or not.
         self._pairs = bool(rows and rows > 1) and (self._draft.enabled or self._draft.pairs)
