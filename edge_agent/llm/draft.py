@@ -34,7 +34,7 @@ class DraftConfig:
     short_match_tokens: int = 1
     """Most drafted tokens after a match of the tail's last token only (0 = as many as
     any match); a longer match drafts up to ``max_tokens``."""
-    history_tokens: int = 4096
+    history_tokens: int = 2048
     """Tokens of recent outputs remembered to draft from (0 = the prompt only)."""
     pairs: bool = False
     """With drafting off: still decode in passes of two positions (the second unused), so
@@ -146,11 +146,12 @@ class DraftHistory:
 
     Each output is recorded with the last ``context`` tokens of its prompt, so its
     first tokens are indexed after the prompt's tail (an answer's opening follows the
-    prompt's closing words). Holds at most ``capacity`` tokens; one inference worker
-    uses it, so it takes no lock.
+    prompt's closing words). Holds at most ``capacity`` tokens, about 1.6 KB each at
+    worst (4 n-grams per token, all distinct); one inference worker uses it, so it
+    takes no lock.
     """
 
-    def __init__(self, capacity: int = 4096, *, ngram_max: int = 4, context: int = 8) -> None:
+    def __init__(self, capacity: int = 2048, *, ngram_max: int = 4, context: int = 8) -> None:
         self._capacity = capacity
         self._sizes = tuple(range(ngram_max, 0, -1))
         self._context = context

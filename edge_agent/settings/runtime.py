@@ -162,7 +162,7 @@ class ModelSettings(Section):
         "(weak evidence); 0 = as many as a longer match.",
     )
     draft_history_tokens: int = Field(
-        4096,
+        2048,
         ge=0,
         le=1_000_000,
         description="Tokens of recent outputs remembered to draft from: the service "
