@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.export.tiny import TinyModel
 from tests.support.agent import start_agent, stop_agent, write_config
 from tests.support.broker import Broker
 
@@ -31,17 +30,6 @@ device_areas = { "office_sensor" = "office", "front_door" = "hallway" }
 QUESTIONS = ("How warm is the office?", "Is the front door open?", "What is the humidity?")
 
 
-@pytest.fixture(scope="module")
-def k4_folder(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny int4 folder with its LM head on the last 4 positions (weights shared)."""
-    pytest.importorskip("onnx")
-    from edge_agent.export.graph_options import retarget_folder
-
-    out = tmp_path_factory.mktemp("e2e-k4") / "tiny-k4"
-    retarget_folder(tiny_model.int4_dir, out, verify_positions=4)
-    return out
-
-
 def _events(log: Path, name: str) -> list[dict[str, object]]:
     found = []
     for line in log.read_text().splitlines():
@@ -55,12 +43,12 @@ def _events(log: Path, name: str) -> list[dict[str, object]]:
 
 
 def test_repeated_questions_are_answered_identically_and_drafted_from_history(
-    broker: Broker, k4_folder: Path, tmp_path: Path
+    broker: Broker, tiny_k4: Path, tmp_path: Path
 ) -> None:
     config, node = write_config(
         tmp_path,
         broker,
-        k4_folder,
+        tiny_k4,
         extra=SUBSCRIPTION,
         interval_s=3600,
         window_s=600,

@@ -19,7 +19,6 @@ issue #16 found did, and sees Home Assistant log exactly those errors.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 import uuid
@@ -41,7 +40,7 @@ from tests.support.agent import start_agent, write_config
 from tests.support.broker import Broker, Probe
 from tests.support.hass import HomeAssistant, Snapshot, problems, with_frontend
 from tests.test_ha_e2e import retained, run_ha_cli
-from tests.test_ha_validate import find_python313, ha_venv, samples
+from tests.test_ha_validate import ha_python, ha_venv, samples
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -57,12 +56,7 @@ OURS = (
 @pytest.fixture(scope="module")
 def hass(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
     """One real Home Assistant for the module, on the session's broker."""
-    python = find_python313()
-    if python is None:
-        message = "no Python 3.13 interpreter for Home Assistant; set EDGE_AGENT_HA_PYTHON"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = ha_python()
     instance = HomeAssistant(
         with_frontend(ha_venv(python)), tmp_path_factory.mktemp("hass"), broker.host, broker.port
     )

@@ -171,6 +171,17 @@ def find_python313() -> str | None:
     return None
 
 
+def ha_python() -> str:
+    """The Python 3.13 Home Assistant runs on; skip without one, fail under CI."""
+    python = find_python313()
+    if python is None:
+        message = "no Python 3.13 interpreter for Home Assistant; set EDGE_AGENT_HA_PYTHON"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
+
+
 def ha_venv(python: str) -> Path:
     """The cached venv with Home Assistant installed; built on first use (minutes)."""
     version = subprocess.run(
@@ -278,12 +289,7 @@ def samples(node: HaNode) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_home_assistant_accepts_our_discovery() -> None:
-    python = find_python313()
-    if python is None:
-        message = "no Python 3.13 interpreter for Home Assistant; set EDGE_AGENT_HA_PYTHON"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = ha_python()
     venv = ha_venv(python)
     messages = device_discovery(NODE) + component_discovery(NODE)
     job = {

@@ -32,25 +32,14 @@ PROMPTS = (
 
 
 @pytest.fixture(scope="module")
-def k4_folder(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny int4 folder with its LM head on the last 4 positions."""
-    pytest.importorskip("onnx")
-    from edge_agent.export.graph_options import retarget_folder
-
-    out = tmp_path_factory.mktemp("k4") / "tiny-k4"
-    retarget_folder(tiny_model.int4_dir, out, verify_positions=4)
-    return out
-
-
-@pytest.fixture(scope="module")
-def pair(k4_folder: Path) -> tuple[OnnxGenerator, OnnxGenerator]:
+def pair(tiny_k4: Path) -> tuple[OnnxGenerator, OnnxGenerator]:
     """(plain, drafting) generators over the same K=4 folder.
 
     Plain decodes one token per pass; ``pairs`` makes its passes two rows long (the
     second unused), the kernel every verifying pass uses.
     """
-    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False, pairs=True))
-    drafting = OnnxGenerator.load(k4_folder)
+    plain = OnnxGenerator.load(tiny_k4, draft=DraftConfig(enabled=False, pairs=True))
+    drafting = OnnxGenerator.load(tiny_k4)
     assert (plain.draft_limit, drafting.draft_limit) == (0, 3)
     return plain, drafting
 
@@ -75,9 +64,9 @@ def _same(pair: tuple[OnnxGenerator, OnnxGenerator], **kw: object) -> tuple[int,
 
 
 def test_the_manifest_records_the_verify_positions_and_old_folders_read_as_one(
-    k4_folder: Path, tiny_model: TinyModel
+    tiny_k4: Path, tiny_model: TinyModel
 ) -> None:
-    assert Manifest.from_dir(k4_folder).verify_positions == 4
+    assert Manifest.from_dir(tiny_k4).verify_positions == 4
     raw = json.loads((tiny_model.int4_dir / "manifest.json").read_text())
     raw.pop("verify_positions", None)
     raw.pop("kv_dtype", None)
@@ -165,11 +154,11 @@ def test_the_prefix_cache_and_drafting_together_match_plain_decoding(
 
 
 def test_remembered_outputs_draft_a_repeated_narration_and_change_no_text(
-    k4_folder: Path,
+    tiny_k4: Path,
 ) -> None:
-    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False, pairs=True))
-    forgetful = OnnxGenerator.load(k4_folder, draft=DraftConfig(history_tokens=0))
-    drafting = OnnxGenerator.load(k4_folder)
+    plain = OnnxGenerator.load(tiny_k4, draft=DraftConfig(enabled=False, pairs=True))
+    forgetful = OnnxGenerator.load(tiny_k4, draft=DraftConfig(history_tokens=0))
+    drafting = OnnxGenerator.load(tiny_k4)
 
     for user in PROMPTS:
         request = GenerationRequest(plain.render(user), 32)
@@ -204,18 +193,18 @@ def test_sampling_decodes_without_drafts_and_as_before(
     _same(pair, max_new_tokens=24, sampling=Sampling(repetition_penalty=1.3))
 
 
-def test_the_plain_engine_drafts_identically_too(k4_folder: Path) -> None:
+def test_the_plain_engine_drafts_identically_too(tiny_k4: Path) -> None:
     # session.run without IOBinding: rejected drafts are cut off the returned cache.
-    plain = OnnxGenerator.load(k4_folder, draft=DraftConfig(enabled=False, pairs=True))
-    drafting = OnnxGenerator.load(k4_folder, io_binding=False)
+    plain = OnnxGenerator.load(tiny_k4, draft=DraftConfig(enabled=False, pairs=True))
+    drafting = OnnxGenerator.load(tiny_k4, io_binding=False)
     for user in PROMPTS:
         request = GenerationRequest(plain.render(user), 32)
         assert drafting.generate(request).text == plain.generate(request).text
     assert drafting.last_times is not None
 
 
-def test_a_pass_returns_one_row_per_fed_token_up_to_the_verify_positions(k4_folder: Path) -> None:
-    generator = OnnxGenerator.load(k4_folder)
+def test_a_pass_returns_one_row_per_fed_token_up_to_the_verify_positions(tiny_k4: Path) -> None:
+    generator = OnnxGenerator.load(tiny_k4)
     engine = generator._engine  # the rows contract is the engine's
     ids = generator.encode(generator.render(PROMPTS[1]))
     engine.reserve(len(ids) + 8, keep=0)

@@ -19,6 +19,7 @@ many passes a text takes, never the text.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -171,13 +172,10 @@ class DraftHistory:
             return
         seq = (prompt[-self._context :] if self._context else []) + output
         self._serial += 1
-        for end, token in enumerate(seq):
-            for n in self._sizes:
-                if end >= n:
-                    followers = self._next.setdefault(tuple(seq[end - n : end]), {})
-                    seen = followers.setdefault(token, [0, 0])
-                    seen[0] += 1
-                    seen[1] = self._serial
+        for key, token in self._followings(seq):
+            seen = self._next.setdefault(key, {}).setdefault(token, [0, 0])
+            seen[0] += 1
+            seen[1] = self._serial
         self._held.append(seq)
         self._size += len(seq)
         while self._size > self._capacity:
@@ -211,14 +209,18 @@ class DraftHistory:
 
     def _forget(self, seq: list[int]) -> None:
         self._size -= len(seq)
+        for key, token in self._followings(seq):
+            followers = self._next[key]
+            seen = followers[token]
+            seen[0] -= 1
+            if seen[0] == 0:
+                del followers[token]
+                if not followers:
+                    del self._next[key]
+
+    def _followings(self, seq: list[int]) -> Iterator[tuple[tuple[int, ...], int]]:
+        """Every (n-gram, the token after it) in ``seq``: what recording counts."""
         for end, token in enumerate(seq):
             for n in self._sizes:
                 if end >= n:
-                    key = tuple(seq[end - n : end])
-                    followers = self._next[key]
-                    seen = followers[token]
-                    seen[0] -= 1
-                    if seen[0] == 0:
-                        del followers[token]
-                        if not followers:
-                            del self._next[key]
+                    yield tuple(seq[end - n : end]), token

